@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -88,6 +88,13 @@ class DeliveryConfig(BaseModel):
     email_from: str | None = None
     smtp_starttls: bool = True
     smtp_ssl: bool = False  # our addition: implicit TLS (port 465) instead of STARTTLS
+    # our additions (delivery channels, H11):
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    slack_api_url: str = "https://slack.com/api"  # Web API base URL (tests point it locally)
+    templates_dir: Path | None = Field(default=None, strict=False)  # overrides stdlib/templates
+    log_file_format: Literal["text", "json"] = "text"  # json: one JSON object per line
+    log_file_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)  # 0: never rotate
+    log_file_backups: int = Field(default=5, ge=0)
 
 
 class ApiConfig(BaseModel):
@@ -98,6 +105,7 @@ class ApiConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
     api_keys: list[SecretStr] = Field(default_factory=list)
+    public_health: bool = True  # our addition: health, metrics and openapi.json need no key
 
 
 class AgentPinConfig(BaseModel):
@@ -150,6 +158,72 @@ class Config(BaseModel):
             k: _expand_value(v, os.environ if env is None else env, f"{where} {k}")
             for k, v in table.items()
         }
+
+
+# ----------------------------------------------------------------------------- providers
+
+PROVIDER_KINDS = ("openai", "anthropic")
+# The keys of a [providers.NAME] table (runtime.llm documents what each one does).
+PROVIDER_KEYS = (
+    "kind",
+    "base_url",
+    "api_key_env",
+    "api_key",
+    "models",
+    "timeout_seconds",
+    "max_retries",
+    "headers",
+)
+
+
+def check_provider_table(name: str, table: Mapping[str, Any], where: str = "") -> list[str]:
+    """Problems with the shape of a ``[providers.NAME]`` table as written: unknown keys and
+    wrong types (``${VAR}`` strings pass; they are checked again once expanded, on use).
+    ``where`` prefixes each message (default ``[providers.NAME]``)."""
+    prefix = where or f"[providers.{name}]"
+    problems: list[str] = []
+    for key, value in table.items():
+        if key not in PROVIDER_KEYS:
+            guess = did_you_mean(key, PROVIDER_KEYS)
+            hint = f" (did you mean `{guess}`?)" if guess else ""
+            problems.append(f"{prefix}: unknown key `{key}`{hint}")
+            continue
+        reason = _provider_key_problem(key, value)
+        if reason:
+            problems.append(f"{prefix} {key}: {reason}")
+    return problems
+
+
+def _provider_key_problem(key: str, value: Any) -> str | None:
+    if key in ("base_url", "api_key_env", "api_key"):
+        return None if isinstance(value, str) else "expected a string"
+    if key == "kind":
+        if not isinstance(value, str):
+            return "expected a string"
+        if value not in PROVIDER_KINDS and not refs(value):
+            kinds = ", ".join(repr(k) for k in PROVIDER_KINDS)
+            return f"must be one of {kinds}, not {value!r}"
+        return None
+    if key == "models":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return 'expected a list of strings (model name patterns such as "claude-*")'
+        return None
+    if key == "timeout_seconds":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            return "expected a number"
+        if isinstance(value, int | float) and not 0 < value < float("inf"):  # also nan
+            return "must be a finite number greater than 0"
+        return None
+    if key == "max_retries":
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            return "expected an integer"
+        if isinstance(value, int) and value < 0:
+            return "must be at least 0"
+        return None
+    # headers
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        return "expected a table of strings"
+    return None
 
 
 # ------------------------------------------------------------------------------- loading
@@ -327,6 +401,9 @@ def _file_settings(
                     for pname, ptable in value.items():
                         if isinstance(ptable, dict):
                             providers[pname] = ptable
+                            problems.extend(
+                                check_provider_table(pname, ptable, f"{name}: [providers.{pname}]")
+                            )
                         else:
                             problems.append(
                                 f"{name}: `providers.{pname}` must be a table "
@@ -529,11 +606,14 @@ def _validation_problems(
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "ENV_VARS",
+    "PROVIDER_KEYS",
+    "PROVIDER_KINDS",
     "AgentPinConfig",
     "ApiConfig",
     "Config",
     "ConfigError",
     "DeliveryConfig",
     "SchedulerConfig",
+    "check_provider_table",
     "load_config",
 ]

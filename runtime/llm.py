@@ -12,15 +12,20 @@ Two wire formats:
   turns; the reply is the ``text`` blocks of ``content``, usage ``usage.input_tokens``/
   ``output_tokens``.
 
-Which provider serves an agent (:func:`resolve_provider`): the agent's ``provider`` key names
-one explicitly; otherwise the first ``[providers.NAME]`` table whose ``models`` glob patterns
-match the model; otherwise ``claude-*`` goes to ``anthropic`` and every other model to
-``openai``. The names ``anthropic``, ``openai`` and ``ollama`` are built in (see
-:data:`BUILTIN_PROVIDERS`); a table of the same name overrides their keys one by one.
+Which provider serves an agent (:func:`route`): the agent's ``provider`` key names one
+explicitly; otherwise the first ``[providers.NAME]`` table whose ``models`` glob patterns match
+the model (case-insensitively); otherwise ``claude-*`` goes to ``anthropic`` and every other
+model to ``openai`` — unless that provider's table lists ``models`` that do not match, which is
+an error (no silent fallback to a provider the config restricted). The names ``anthropic``
+(``$ANTHROPIC_API_KEY``, base ``$ANTHROPIC_BASE_URL`` or https://api.anthropic.com), ``openai``
+(``$OPENAI_API_KEY``, base ``$OPENAI_BASE_URL`` or https://api.openai.com/v1) and ``ollama``
+(http://127.0.0.1:11434/v1, no key) are built in (:data:`BUILTIN_PROVIDERS`); a table of the
+same name overrides their keys one by one.
 
 Provider table keys (``[providers.NAME]`` in ``symbi.toml``, ``${VAR}`` expanded on use):
 ``kind`` (``"openai"`` | ``"anthropic"``, default ``"openai"``), ``base_url``, ``api_key_env``
-(the *name* of the variable holding the key; absent or ``""``: no key needed), ``api_key``
+(the *name* of the variable holding the key; ``""``, or absent outside the built-ins: no key
+needed, as for Ollama), ``api_key``
 (the key itself, normally ``"${VAR}"``), ``models`` (list of globs), ``timeout_seconds`` (per
 HTTP request, default 300), ``max_retries`` (default 2), ``headers`` (extra request headers).
 
@@ -36,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -44,13 +50,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
 from compiler.diagnostics import did_you_mean
 from runtime.clock import Clock, SystemClock
+from runtime.config import PROVIDER_KINDS, Config, ConfigError, check_provider_table
 from runtime.executor import (
+    STATUS_FAILED,
     STATUS_SUCCEEDED,
     STATUS_TIMED_OUT,
     AgentContext,
@@ -61,12 +69,9 @@ from runtime.executor import (
     _fmt_seconds,
 )
 
-if TYPE_CHECKING:
-    from runtime.config import Config
-
 KIND_OPENAI = "openai"
 KIND_ANTHROPIC = "anthropic"
-KINDS = (KIND_OPENAI, KIND_ANTHROPIC)
+KINDS = PROVIDER_KINDS
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024  # Anthropic requires max_tokens; used when the agent sets none
 DEFAULT_TIMEOUT_SECONDS = 300.0  # per HTTP request
@@ -74,6 +79,7 @@ DEFAULT_MAX_RETRIES = 2
 DEFAULT_USER_MESSAGE = "Run your scheduled task."
 SUMMARY_NOTE = "Summary of the previous run: "
 ERROR_BODY_CHARS = 500  # how much of an unparseable error body an error message carries
+MAX_RESPONSE_BYTES = 32 << 20  # a completion is far smaller; more is a broken server
 RETRYABLE_STATUSES = frozenset({408, 409, 429})  # and every 5xx
 
 # Built-in providers; a [providers.NAME] table with the same name overrides them key by key.
@@ -94,16 +100,6 @@ BUILTIN_PROVIDERS: Mapping[str, Mapping[str, Any]] = {
     },
     "ollama": {"kind": KIND_OPENAI, "base_url": "http://127.0.0.1:11434/v1"},
 }
-PROVIDER_KEYS = (
-    "kind",
-    "base_url",
-    "api_key_env",
-    "api_key",
-    "models",
-    "timeout_seconds",
-    "max_retries",
-    "headers",
-)
 
 
 class ProviderError(Exception):
@@ -138,47 +134,6 @@ class Provider:
 def _where(config: Config | None, name: str) -> str:
     source = config.source if config is not None and config.source is not None else "symbi.toml"
     return f"{source}: [providers.{name}]"
-
-
-def check_provider_table(name: str, table: Mapping[str, Any], where: str = "") -> list[str]:
-    """Problems with the shape of one ``[providers.NAME]`` table (written, unexpanded values
-    are fine: only types and names are checked). ``where`` prefixes each message."""
-    prefix = where or f"[providers.{name}]"
-    problems: list[str] = []
-    for key, value in table.items():
-        if key not in PROVIDER_KEYS:
-            guess = did_you_mean(key, PROVIDER_KEYS)
-            hint = f" (did you mean `{guess}`?)" if guess else ""
-            problems.append(f"{prefix}: unknown key `{key}`{hint}")
-            continue
-        reason = _key_problem(key, value)
-        if reason:
-            problems.append(f"{prefix} {key}: {reason}")
-    return problems
-
-
-def _key_problem(key: str, value: Any) -> str | None:
-    if key in ("base_url", "api_key_env", "api_key"):
-        if not isinstance(value, str):
-            return "expected a string"
-    elif key == "kind":
-        if not isinstance(value, str):
-            return "expected a string"
-        if value not in KINDS and "${" not in value:
-            return f"must be one of {', '.join(repr(k) for k in KINDS)}, not {value!r}"
-    elif key == "models":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            return 'expected a list of strings (model name patterns such as "claude-*")'
-    elif key == "timeout_seconds":
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            return "expected a number"
-    elif key == "max_retries":
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            return "expected an integer"
-    elif key == "headers":
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            return "expected a table of strings"
-    return None
 
 
 def _models_match(patterns: Any, model: str) -> bool:
@@ -226,8 +181,6 @@ def resolve_provider(name: str, config: Config | None, env: Mapping[str, str]) -
     """Build provider ``name`` from the built-in defaults and its ``[providers.NAME]`` table
     (``${VAR}`` expanded from ``env``), reading the API key from the environment.
     Raises :class:`ProviderError` (a missing key, a bad table, a missing variable)."""
-    from runtime.config import ConfigError
-
     table: dict[str, Any] = {}
     if config is not None and name in config.providers:
         problems = check_provider_table(name, config.providers[name], _where(config, name))
@@ -243,7 +196,8 @@ def resolve_provider(name: str, config: Config | None, env: Mapping[str, str]) -
 
     kind = merged.get("kind", KIND_OPENAI)
     if kind not in KINDS:
-        raise ProviderError(f"{where} kind: must be one of {', '.join(KINDS)}, not {kind!r}")
+        kinds = ", ".join(repr(k) for k in KINDS)
+        raise ProviderError(f"{where} kind: must be one of {kinds}, not {kind!r}")
     base_url = merged.get("base_url")
     if "base_url" not in table and builtin.get("base_url_env"):
         base_url = env.get(builtin["base_url_env"]) or base_url
@@ -263,13 +217,23 @@ def resolve_provider(name: str, config: Config | None, env: Mapping[str, str]) -
                 raise ProviderError(
                     f"environment variable `{key_env}` is not set (provider `{name}`)"
                 )
+    # numbers may arrive as text from "${VAR}" references
+    raw_timeout = merged.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+    raw_retries = merged.get("max_retries", DEFAULT_MAX_RETRIES)
     try:
-        timeout = float(merged.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS))
-        retries = int(merged.get("max_retries", DEFAULT_MAX_RETRIES))
-    except (TypeError, ValueError) as exc:
-        raise ProviderError(f"{where}: {exc}") from None
-    if timeout <= 0:
-        raise ProviderError(f"{where} timeout_seconds: must be greater than 0")
+        timeout = float(raw_timeout)
+    except (TypeError, ValueError):
+        raise ProviderError(
+            f"{where} timeout_seconds: expected a number, not {raw_timeout!r}"
+        ) from None
+    try:
+        retries = int(raw_retries)
+    except (TypeError, ValueError):
+        raise ProviderError(
+            f"{where} max_retries: expected an integer, not {raw_retries!r}"
+        ) from None
+    if not 0 < timeout < math.inf:  # also rejects nan
+        raise ProviderError(f"{where} timeout_seconds: must be a finite number greater than 0")
     if retries < 0:
         raise ProviderError(f"{where} max_retries: must be at least 0")
     headers = tuple((str(k), str(v)) for k, v in (merged.get("headers") or {}).items())
@@ -358,7 +322,10 @@ def request_headers(provider: Provider) -> dict[str, str]:
             headers["x-api-key"] = provider.api_key
     elif provider.api_key:
         headers["authorization"] = f"Bearer {provider.api_key}"
-    headers.update(provider.headers)
+    for name, value in provider.headers:  # the table's headers win, whatever their case
+        for existing in [k for k in headers if k.lower() == name.lower()]:
+            del headers[existing]
+        headers[name] = value
     return headers
 
 
@@ -532,6 +499,26 @@ class _Attempt:
     timed_out: bool = False
 
 
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or :class:`_TooLarge` past ``limit`` bytes (a broken or hostile server must
+    not fill memory)."""
+    data = bytearray()
+    async for chunk in resp.content.iter_any():
+        data += chunk
+        if len(data) > limit:
+            raise _TooLarge
+    return bytes(data)
+
+
+def _give_up(outcome: _Attempt, suffix: str) -> ExecResult:
+    status = STATUS_TIMED_OUT if outcome.timed_out else STATUS_FAILED
+    return ExecResult(status=status, error=outcome.error + suffix)
+
+
 class LlmExecutor:
     """Runs an ``llm`` agent against its provider; see the module docstring.
 
@@ -607,9 +594,7 @@ class LlmExecutor:
                 tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
                 if not outcome.retryable or attempts > provider.max_retries:
                     suffix = f" (after {tries})" if attempts > 1 else ""
-                    if outcome.timed_out:
-                        return ExecResult(status=STATUS_TIMED_OUT, error=outcome.error + suffix)
-                    return _failed(outcome.error + suffix)
+                    return _give_up(outcome, suffix)
                 if outcome.retry_after is not None:
                     delay = min(outcome.retry_after, self.retry_after_cap_seconds)
                 else:
@@ -618,9 +603,10 @@ class LlmExecutor:
                     ) * (1 - 0.25 * random.random())
                 if deadline is not None and loop.time() + delay >= deadline:
                     # waiting would outlast the run: report the provider's answer instead
-                    return _failed(
-                        f"{outcome.error} (after {tries}; not retried: the wait of "
-                        f"{delay:.3g}s exceeds the run's remaining time)"
+                    return _give_up(
+                        outcome,
+                        f" (after {tries}; not retried: the wait of {delay:.3g}s exceeds the "
+                        "run's remaining time)",
                     )
                 await self.clock.sleep_until(self.clock.now() + timedelta(seconds=delay))
 
@@ -634,8 +620,11 @@ class LlmExecutor:
     ) -> ExecResult | _Attempt:
         name = provider.name
         try:
-            async with session.post(provider.endpoint, data=data, headers=headers) as resp:
-                raw = await resp.read()
+            # no redirects: they would carry the API key to wherever the Location points
+            async with session.post(
+                provider.endpoint, data=data, headers=headers, allow_redirects=False
+            ) as resp:
+                raw = await _read_limited(resp, MAX_RESPONSE_BYTES)
                 status = resp.status
                 resp_headers = {k.lower(): v for k, v in resp.headers.items()}
         except TimeoutError:
@@ -647,6 +636,10 @@ class LlmExecutor:
             )
         except aiohttp.InvalidURL:
             return _Attempt(f"provider `{name}` has an invalid URL {provider.endpoint!r}", False)
+        except _TooLarge:
+            return _Attempt(
+                f"provider `{name}` sent a response larger than {MAX_RESPONSE_BYTES} bytes", False
+            )
         except (aiohttp.ClientError, OSError) as exc:
             return _Attempt(
                 f"cannot reach provider `{name}` at {provider.endpoint}: "
@@ -689,7 +682,7 @@ class LlmExecutor:
         }
         if reply.refusal:
             return ExecResult(
-                status="failed",
+                status=STATUS_FAILED,
                 error=f"provider `{name}`: the model refused: {reply.refusal}{rid}",
                 usage=usage,
             )
@@ -710,7 +703,6 @@ __all__ = [
     "Provider",
     "ProviderError",
     "anthropic_body",
-    "check_provider_table",
     "conversation",
     "error_detail",
     "openai_body",
