@@ -47,7 +47,7 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_ERROR):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares a class default
 
     def show(self, file: Any = None) -> None:
         """Print the message (click calls this)."""
@@ -188,15 +188,20 @@ def _actor() -> str:
 
 
 def _schedule_text(d: JobDef) -> str:
+    """The cron expression (with its zone unless UTC), or ``at <local time>``."""
+    from runtime.output import local_time
+
     if d.cron:
         return d.cron + (f" ({d.timezone})" if d.timezone != "UTC" else "")
-    return f"at {d.at}"
+    try:
+        return f"at {local_time(datetime.fromisoformat(d.at or ''))}"
+    except ValueError:
+        return f"at {d.at}"
 
 
 def _meaning(d: JobDef) -> str:
     """Plain-English schedule, e.g. ``every 5 seconds`` or ``once, at …``."""
     from compiler.cron import describe_cron, parse_cron
-    from runtime.output import local_time
 
     if d.cron:
         expr, _ = parse_cron(d.cron)
@@ -205,10 +210,7 @@ def _meaning(d: JobDef) -> str:
         text = describe_cron(expr)
         return text + (f" ({d.timezone})" if d.timezone != "UTC" else "")
     if d.at:
-        try:
-            return f"once, at {local_time(datetime.fromisoformat(d.at))}"
-        except ValueError:
-            return f"once, at {d.at}"
+        return "once"
     return "-"
 
 
@@ -394,8 +396,11 @@ def _print_summary(rows: list[JobRow], config: Config, store_path: Path, owner: 
 
 
 def _secs(seconds: float) -> str:
+    """``2.5s``, ``30s``, ``1h30m``."""
     from compiler.durations import format_duration
 
+    if 1 <= seconds < 60 and seconds != int(seconds):
+        return f"{seconds:g}s"
     return format_duration(seconds)
 
 
@@ -409,22 +414,24 @@ async def _serve(store: SqliteStore, config: Config, owner: str, printer: RunPri
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     sched = Scheduler(store, config.scheduler, SystemClock(), owner_id=owner,
-                      on_event=printer.on_event, standby=standby)
+                      on_event=printer.on_event, standby=standby, app_config=config)
     started = time.monotonic()
 
     def on_signal(signame: str) -> None:
         if stop.is_set():
+            # second signal: interrupt the running runs (recorded `interrupted`, the lease
+            # released); a third one takes the default action and the process ends at once
+            n = sched.interrupt_running()
+            click.echo(f"interrupting {n} running run{'s' * (n != 1)} ({signame})", err=True)
+            for s in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(s)
             return
         busy = sched.in_flight
         wait = (f"; waiting up to {_secs(config.scheduler.shutdown_timeout_seconds)} for "
-                f"{busy} running run{'s' * (busy != 1)} (Ctrl-C again to stop at once)"
+                f"{busy} running run{'s' * (busy != 1)} (Ctrl-C again to interrupt them)"
                 if busy else "")
         click.echo(f"stopping ({signame}){wait}", err=True)
         stop.set()
-        # a second signal takes the default action: the process stops at once; runs left
-        # `running` are marked interrupted by the next scheduler
-        for s in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(s)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
@@ -498,8 +505,10 @@ class RunPrinter:
             exp = p.get("expires_at")
             from runtime.output import when
 
+            gone = (" — that process is no longer running (killed?); the lease runs out"
+                    if _holder_is_dead(p.get("holder")) else "")
             click.echo(f"standby: another scheduler ({p.get('holder') or '?'}) holds the lease on "
-                       f"{self.store_path} until {when(exp)}; waiting to take over "
+                       f"{self.store_path} until {when(exp)}{gone}; waiting to take over "
                        "(--no-standby exits instead)", err=True)
         elif kind == "lease_busy":
             self.lease_holder = p.get("holder")
@@ -541,9 +550,11 @@ class RunPrinter:
 
         status = p.get("status") or "?"
         mark, color = {"succeeded": ("✓", "green"), "interrupted": ("!", "yellow"),
-                       "cancelled": ("·", "yellow"), "denied": ("✗", "red")}.get(
-            status, ("✗", "red"))
+                       "cancelled": ("·", "yellow"), "denied": ("✗", "red"),
+                       "awaiting_approval": ("?", "yellow")}.get(status, ("✗", "red"))
         detail = p.get("summary") if status == "succeeded" else (p.get("error") or p.get("summary"))
+        if status == "awaiting_approval":
+            detail = f"run {p.get('id')} waits for an approval"
         if status == "interrupted" and p.get("stop_reason") == "crash":
             detail = (f"left {self._was(p)} by scheduler {p.get('owner') or '?'} "
                       "(crash or kill)")
@@ -628,6 +639,23 @@ class RunPrinter:
             word = "occurrence" if n == 1 else "occurrences"
             self._line(events[-1].get("at"), "·", "yellow", {"job_name": job}, "missed", "",
                        f"{n} {word} {span}: {why}".rstrip(": "))
+
+
+def _holder_is_dead(holder: Any) -> bool:
+    """True if the lease holder is a ``host:pid`` of this host whose process does not exist
+    (a scheduler killed with SIGKILL: its lease only runs out)."""
+    if not isinstance(holder, str) or ":" not in holder:
+        return False
+    host, _, pid = holder.rpartition(":")
+    if host != os.uname().nodename or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def _as_dt(t: Any) -> datetime | None:
@@ -936,7 +964,8 @@ def _status_lines(c: Ctx, ref: str, history: int) -> list[str]:
     pairs: list[tuple[str, str]] = [("Job", f"{row.name} ({row.id})")]
     if d.description:
         pairs.append(("Description", d.description))
-    pairs += [("Agent", d.agent), ("Schedule", (d.cron or f"at {d.at}") + f"  [{d.timezone}]"),
+    pairs += [("Agent", d.agent), ("Schedule", f"{d.cron}  [{d.timezone}]" if d.cron
+                                    else _schedule_text(d)),
               ("Meaning", _meaning(d)), ("Status", row.status), ("Origin", row.origin + (
                   f" ({d.source})" if d.source else "")),
               ("Runs", f"{row.run_count} ({row.failure_count} failed, "
@@ -1046,7 +1075,8 @@ def cron_run(c: Ctx, job: str, input_: str | None, wait: bool, timeout: float, f
             click.echo(f"run {run.id} of {row.name} requested")
         return
     click.echo(f"run {run.id} of {row.name} requested", err=True)
-    final = asyncio.run(run_manual_now(store, c.config.scheduler, run.id, timeout=timeout))
+    final = asyncio.run(run_manual_now(store, c.config.scheduler, run.id, timeout=timeout,
+                                       app_config=c.config))
     if final is None:
         raise CliError(f"run {run.id} did not finish within {timeout:g}s; see "
                        f"`symbi cron history {row.name}`")
@@ -1059,6 +1089,9 @@ def cron_run(c: Ctx, job: str, input_: str | None, wait: bool, timeout: float, f
     if final.status != "succeeded":
         if fmt == "json":
             sys.exit(EXIT_ERROR)
+        if final.status == "awaiting_approval":
+            raise CliError(f"run {final.id} is waiting for an approval; it runs once approved "
+                           f"(see `symbi cron history {row.name}`)")
         raise CliError(f"run {final.id} {final.status.replace('_', ' ')}"
                        + (f": {final.error}" if final.error else ""))
     from runtime.output import duration_ms

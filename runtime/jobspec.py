@@ -7,6 +7,8 @@ field, the value and what was expected; nothing is half-applied.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +39,8 @@ ALIASES = {
 }
 NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
 WEBHOOK_METHODS = ("POST", "PUT", "PATCH")
+#: Longest accepted duration (100 years).
+MAX_DURATION_SECONDS = 100 * 365 * 86400
 _DURATION_FIELDS = {
     "retry_backoff": "retry_backoff_seconds",
     "jitter": "jitter_seconds",
@@ -58,18 +62,25 @@ def _dur(v: Any, field: str, problems: list[str]) -> float | None:
     if isinstance(v, bool):
         problems.append(f"`{field}`: expected a duration such as \"30s\" or seconds, got {v!r}")
         return None
+    d: float | None
     if isinstance(v, (int, float)):
         if v < 0:
             problems.append(f"`{field}`: must not be negative, got {v}")
             return None
-        return float(v)
-    if isinstance(v, str):
+        d = float(v) if v <= MAX_DURATION_SECONDS else math.inf  # float(10**400) overflows
+    elif isinstance(v, str):
         d = parse_duration(v)
         if d is None:
             problems.append(f"`{field}`: expected a duration such as \"30s\", \"5m\", \"1h30m\", got {v!r}")
-        return d
-    problems.append(f"`{field}`: expected a duration, got {type(v).__name__}")
-    return None
+            return None
+    else:
+        problems.append(f"`{field}`: expected a duration, got {type(v).__name__}")
+        return None
+    # beyond this, date arithmetic in the scheduler overflows; nothing sensible is that long
+    if d is None or not math.isfinite(d) or d > MAX_DURATION_SECONDS:
+        problems.append(f"`{field}`: at most {MAX_DURATION_SECONDS // 86400} days, got {v!r}")
+        return None
+    return d
 
 
 def job_from_json(data: Any, *, now: datetime | None = None, partial_of: JobDef | None = None) -> JobDef:
@@ -78,7 +89,8 @@ def job_from_json(data: Any, *, now: datetime | None = None, partial_of: JobDef 
         raise JobSpecError([f"expected a JSON object, got {type(data).__name__}"])
     problems: list[str] = []
     d: dict[str, Any] = {}
-    for key, value in data.items():
+    for raw_key, value in data.items():
+        key = str(raw_key)
         canon = ALIASES.get(key, key)
         if canon in d:
             problems.append(f"`{key}` and another name for `{canon}` are both given")
@@ -185,7 +197,7 @@ def job_from_json(data: Any, *, now: datetime | None = None, partial_of: JobDef 
     out["timezone"] = tz
     try:
         zone = ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory: OSError
         problems.append(f"`timezone`: {tz!r} is not an IANA time zone name (e.g. \"Europe/Berlin\")")
         zone = None
     cron, at = out.get("cron"), out.get("at")
@@ -218,7 +230,11 @@ def job_from_json(data: Any, *, now: datetime | None = None, partial_of: JobDef 
     if problems:
         raise JobSpecError(problems)
     out.setdefault("source", "")
-    return JobDef.from_dict({k: out[k] for k in out if k in JobDef.__dataclass_fields__})
+    final = {k: out[k] for k in out if k in JobDef.__dataclass_fields__}
+    for key in ("policy", "heartbeat"):  # JobDef.from_dict takes them as plain dicts
+        if dataclasses.is_dataclass(final.get(key)):
+            final[key] = dataclasses.asdict(final[key])
+    return JobDef.from_dict(final)
 
 
 def _check_channels(given: dict[str, Any], out: dict[str, Any], problems: list[str]) -> None:
@@ -333,6 +349,9 @@ def _policy(p: dict[str, Any], problems: list[str]) -> SchedulePolicy:
             for k in ("start", "end"))
         if not ok:
             problems.append("`policy.allowed_hours`: expected {\"start\": \"HH:MM\", \"end\": \"HH:MM\"}")
+        elif not _is_zone(ah.get("timezone", "UTC")):
+            problems.append(f"`policy.allowed_hours.timezone`: {ah.get('timezone')!r} is not an "
+                            "IANA time zone name")
         else:
             hours = AllowedHours(ah["start"], ah["end"], ah.get("timezone", "UTC"))
     return SchedulePolicy(
@@ -345,6 +364,16 @@ def _policy(p: dict[str, Any], problems: list[str]) -> SchedulePolicy:
         allowed_environments=_str_list(p, "allowed_environments", "policy.", problems),
         require_agent_pin=_bool(p, "require_agent_pin", False, "policy.", problems),
     )
+
+
+def _is_zone(name: Any) -> bool:
+    if not isinstance(name, str):
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory: OSError
+        return False
+    return True
 
 
 def _bool(obj: dict[str, Any], key: str, default: bool, prefix: str, problems: list[str]) -> bool:

@@ -190,8 +190,9 @@ def render_table(rows: list[list[str]], headers: list[str], *, indent: int = 0) 
     """An aligned plain-text table (rich: header rule, no box, bold header on a terminal).
 
     Lines never wrap (a long cell makes the line long) and carry no trailing spaces."""
+    from rich import box
     from rich.console import Console
-    from rich.table import Table, box
+    from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
                   show_header=bool(headers))
