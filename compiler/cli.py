@@ -122,6 +122,7 @@ def cli() -> None:
       symbic check --format json jobs.symbi  machine-readable diagnostics
       symbic compile src/ -o bundle.db       write a deployable bundle
       symbic explain "0 9 * * 1-5" --tz Europe/Berlin -n 3
+      symbic fmt --check src/                exit 1 if a file is not canonically formatted
 
     Exit status: 0 clean (warnings allowed), 1 errors in the sources, 2 usage error,
     3 unreadable input or unwritable output.
@@ -238,6 +239,126 @@ def compile_cmd(paths: tuple[str, ...], output: str, allow_undefined_agents: boo
     n_files = len(found) + (stdin is not None)
     click.echo(f"compiled {_plural(len(result.jobs), 'job')}, {_plural(len(result.agents), 'agent')} "
                f"from {_plural(n_files, 'file')} → {output}", err=True)
+
+
+def _write_atomically(path: Any, data: bytes) -> None:
+    """Replace ``path`` by ``data`` so that a reader sees the old or the new file, never a
+    partial one; the file keeps its permission bits."""
+    import stat
+    import tempfile
+
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".symbic-fmt-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@cli.command(name="fmt")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--check", is_flag=True,
+              help="Change nothing; list the files that would be reformatted and exit 1 if any.")
+@click.option("--diff", "show_diff", is_flag=True,
+              help="Change nothing; print a unified diff of the changes instead.")
+@click.option("--stdin-filename", default="<stdin>", show_default=True, metavar="NAME",
+              help="The file name shown in diagnostics for `-` (standard input).")
+@_COLOR_OPTION
+@_guard
+def fmt_cmd(paths: tuple[str, ...], check: bool, show_diff: bool, stdin_filename: str, color: str) -> None:
+    """Format files in the canonical style (comments kept; formatting twice changes nothing).
+
+    PATH is a file, a directory (searched recursively for *.symbi and *.dsl), or `-`: standard
+    input, formatted to standard output. Files are rewritten in place (atomically) unless
+    --check or --diff is given. A file with syntax errors is never touched: its diagnostics
+    are printed and the exit status is 1.
+
+    \b
+    Examples:
+      symbic fmt examples/             format every file below a directory
+      symbic fmt --check .             in CI: exit 1 if a file is not formatted
+      symbic fmt --diff jobs.symbi     show what would change
+      cat jobs.symbi | symbic fmt -    format standard input to standard output
+    """
+    from compiler.compile import collect_paths, decode_source
+    from compiler.fmt import format_source, unified_diff
+    from compiler.render import render
+
+    found, missing = collect_paths(p for p in paths if p != "-")
+    if not found and not missing and "-" not in paths:
+        click.echo(f"symbic: warning: no .symbi or .dsl files found in {' '.join(paths)}", err=True)
+        sys.exit(EXIT_OK)
+    jobs: list[tuple[str, Any]] = [("-", None)] if "-" in paths else []
+    jobs += found
+    unreadable = len(missing)
+    for arg in missing:
+        click.echo(f"symbic: error: cannot read {arg}: no such file or directory", err=True)
+    changed = unchanged = failed = 0
+    for name, path in jobs:
+        if path is None:
+            data = sys.stdin.buffer.read()
+            name = stdin_filename
+        else:
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                click.echo(f"symbic: error: cannot read {name}: {(e.strerror or str(e)).lower()}", err=True)
+                unreadable += 1
+                continue
+        source, problem = decode_source(name, data)
+        result = None if problem is not None else format_source(source)
+        if result is None or result.text is None:
+            diags = [problem] if problem is not None else list(result.diagnostics if result else [])
+            paint = _use_color(color, sys.stderr)
+            click.echo(render(diags, "full", color=paint), err=True, nl=False, color=paint)
+            if problem is not None and problem.code == "invalid-encoding":
+                unreadable += 1
+            else:
+                failed += 1
+            continue
+        new = result.text.encode("utf-8")
+        if new == data:
+            unchanged += 1
+            if path is None and not check and not show_diff:
+                sys.stdout.buffer.write(new)
+            continue
+        changed += 1
+        if show_diff:
+            click.echo(unified_diff(source.text, result.text, name), nl=False)
+        if check:
+            if not show_diff:
+                click.echo(f"would reformat {name}")
+        elif path is None:
+            if not show_diff:
+                sys.stdout.buffer.write(new)
+                sys.stdout.flush()
+        elif not show_diff:
+            try:
+                _write_atomically(path, new)
+            except OSError as e:
+                click.echo(f"symbic: error: cannot write {name}: {(e.strerror or str(e)).lower()}", err=True)
+                unreadable += 1
+                continue
+            click.echo(f"reformatted {name}", err=True)
+    verb = "would be reformatted" if check or show_diff else "reformatted"
+    summary = [f"{_plural(changed, 'file')} {verb}", f"{unchanged} already formatted"]
+    if failed:
+        summary.append(f"{failed} not formatted because of errors")
+    if unreadable:
+        summary.append(f"{unreadable} unreadable")
+    click.echo(", ".join(summary), err=True)
+    if unreadable:
+        sys.exit(EXIT_IO)
+    if failed or (check and changed):
+        sys.exit(EXIT_ERRORS)
 
 
 def _parse_from(text: str | None, tz: Any) -> datetime:

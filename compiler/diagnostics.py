@@ -70,6 +70,8 @@ CODES: dict[str, Code] = dict(
         _c("invalid-time-window", E, "allowed_hours start/end is not HH:MM"),
         _c("empty-file", W, "a file with no items"),
         _c("unreadable-input", E, "a file that cannot be read"),
+        # symbic fmt
+        _c("format-failed", E, "symbic fmt could not format the file without changing it"),
     ]
 )
 

@@ -209,6 +209,9 @@ class _Driver:
     stopped: bool = False  # an error made the rest of the file unreadable
     _comment_scanned: bool = False
     _comment_at: int | None = None  # offset of an unclosed `/*`, once scanned
+    #: When a list, the (start, end) offsets of every token read from the source (for
+    #: ``parse_with_comments``: comments are the ignored text between these tokens).
+    token_spans: list[tuple[int, int]] | None = None
 
     # -------------------------------------------------------- set-up
 
@@ -232,11 +235,18 @@ class _Driver:
                 continue
             except UnexpectedToken as exc:
                 # the contextual lexer found a token that is not allowed here
+                self._record(exc.token)
                 self._feed_or_recover(exc.token)
                 tokens = self.lt.lex(self.ps)
                 continue
+            self._record(tok)
             self._feed_or_recover(tok)
         return self._finish()
+
+    def _record(self, tok: Any) -> None:
+        if self.token_spans is not None and tok.start_pos is not None:
+            end = tok.end_pos if tok.end_pos is not None else tok.start_pos + len(tok.value)
+            self.token_spans.append((tok.start_pos, end))
 
     # -------------------------------------------------------- feeding
 
@@ -773,11 +783,51 @@ def _collect_items(values: list[Any]) -> list[Any]:
 # ---------------------------------------------------------------- public API
 
 
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A comment as written: ``# …`` / ``// …`` (to end of line, without the newline) or
+    ``/* … */``; ``span`` covers exactly ``text``."""
+
+    span: Span
+    text: str
+
+
+_COMMENT = re.compile(r"(?:#|//)[^\n]*|/\*[\s\S]*?\*/")
+
+
+def _comments_between(text: str, token_spans: Sequence[tuple[int, int]]) -> list[Comment]:
+    """The comments of ``text``: the gaps between consecutive tokens hold only whitespace and
+    comments (the ignored terminals), so scanning just the gaps is exact — ``//`` inside a
+    ``vault://`` token or ``#`` inside a string is never mistaken for a comment."""
+    out: list[Comment] = []
+    pos = 0
+    for start, end in [*sorted(token_spans), (len(text), len(text))]:
+        if start > pos:
+            for m in _COMMENT.finditer(text, pos, start):
+                out.append(Comment(Span(m.start(), m.end()), m.group()))
+        pos = max(pos, end)
+    return out
+
+
+def parse_with_comments(source: SourceFile) -> tuple[ast.Module, list[Diagnostic], list[Comment]]:
+    """``parse_source`` that also returns the file's comments in source order (for
+    ``symbic fmt``). The comment list is exact only for a file without syntax errors."""
+    spans: list[tuple[int, int]] = []
+    module, diags = _guarded_parse(source, spans)
+    return module, diags, _comments_between(source.text, spans)
+
+
 def parse_source(source: SourceFile) -> tuple[ast.Module, list[Diagnostic]]:
     """Parse one file into its AST and the problems found (syntax errors, bad string escapes,
     malformed ``${…}``). Never raises: an internal failure is reported as ``syntax-error``."""
+    return _guarded_parse(source, None)
+
+
+def _guarded_parse(
+    source: SourceFile, token_spans: list[tuple[int, int]] | None
+) -> tuple[ast.Module, list[Diagnostic]]:
     try:
-        return _parse(source)
+        return _parse(source, token_spans)
     except RecursionError:
         return ast.Module(()), [
             diag(
@@ -805,13 +855,15 @@ def parse_text(text: str, name: str = "<string>") -> tuple[ast.Module, list[Diag
     return parse_source(SourceFile(name, text))
 
 
-def _parse(source: SourceFile) -> tuple[ast.Module, list[Diagnostic]]:
+def _parse(
+    source: SourceFile, token_spans: list[tuple[int, int]] | None = None
+) -> tuple[ast.Module, list[Diagnostic]]:
     from lark import Tree
 
     from compiler.build import build_module
 
     parser = get_lark()
-    driver = _Driver(parser, _tables_for(parser), source)
+    driver = _Driver(parser, _tables_for(parser), source, token_spans=token_spans)
     tree, leftovers = driver.run()
     if tree is None:
         tree = Tree("start", _collect_items(leftovers))

@@ -330,9 +330,12 @@ def deploy(c: Ctx, bundle: tuple[str, ...], prune: str | None) -> None:
               help="Stop cleanly after this long (e.g. 30s, 5m).")
 @click.option("--quiet", "-q", is_flag=True, help="No per-run lines and no job summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Also print a line when a run starts.")
+@click.option("--no-api", is_flag=True,
+              help="Do not serve the HTTP API (default: on [api] host and port).")
 @pass_ctx
 def up(c: Ctx, paths: tuple[str, ...], no_standby: bool, prune: str | None,
-       allow_undefined_agents: bool, run_for: str | None, quiet: bool, verbose: bool) -> None:
+       allow_undefined_agents: bool, run_for: str | None, quiet: bool, verbose: bool,
+       no_api: bool) -> None:
     """Compile (if given sources), deploy, and run the scheduler until Ctrl-C or SIGTERM.
 
     PATHS is one bundle (from `symbic compile`) or .symbi/.dsl files and directories. Without
@@ -361,7 +364,8 @@ def up(c: Ctx, paths: tuple[str, ...], no_standby: bool, prune: str | None,
                          name_width=max((len(j.name) for j in rows), default=10))
     if not quiet:
         _print_summary(rows, config, c.store_file, owner, limit)
-    code = asyncio.run(_serve(store, config, owner, printer, limit, standby=not no_standby))
+    code = asyncio.run(_serve(store, config, owner, printer, limit, standby=not no_standby,
+                              api=not no_api))
     sys.exit(code)
 
 
@@ -405,7 +409,7 @@ def _secs(seconds: float) -> str:
 
 
 async def _serve(store: SqliteStore, config: Config, owner: str, printer: RunPrinter,
-                 limit: float | None, *, standby: bool) -> int:
+                 limit: float | None, *, standby: bool, api: bool = True) -> int:
     """Run the scheduler until a signal, ``--for`` or (without standby) a busy lease."""
     from runtime.clock import SystemClock
     from runtime.scheduler import Scheduler
@@ -413,8 +417,15 @@ async def _serve(store: SqliteStore, config: Config, owner: str, printer: RunPri
     logging.basicConfig(format="symbi: %(levelname)s: %(message)s", level=logging.WARNING)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    from runtime.delivery import ChannelError, DeliveryWorker, chain_callbacks
+
+    try:  # e.g. a custom channel named like a built-in one: refused before anything starts
+        deliveries = DeliveryWorker(store, config, SystemClock())
+    except ChannelError as e:
+        raise CliError(str(e)) from None
     sched = Scheduler(store, config.scheduler, SystemClock(), owner_id=owner,
-                      on_event=printer.on_event, standby=standby, app_config=config)
+                      on_event=chain_callbacks(printer.on_event, deliveries.on_event),
+                      standby=standby, app_config=config)
     started = time.monotonic()
 
     def on_signal(signame: str) -> None:
@@ -442,12 +453,32 @@ async def _serve(store: SqliteStore, config: Config, owner: str, printer: RunPri
 
     if limit is not None:
         loop.call_later(limit, time_up)
+    api_service = None
     try:
-        code = await sched.run(stop)
+        if api:  # before the scheduler runs: its metrics start from the store
+            from runtime.api import ApiService, ApiStartError
+
+            api_service = ApiService(store, config, sched,
+                                     lambda line: click.echo(line, err=True))
+            try:
+                await api_service.start()
+            except ApiStartError as e:
+                raise CliError(str(e)) from None
+        # the delivery worker stops after the scheduler, so runs that finish during its
+        # shutdown are delivered too
+        delivery_stop = asyncio.Event()
+        delivery_task = asyncio.create_task(deliveries.run(delivery_stop))
+        try:
+            code = await sched.run(stop)
+        finally:
+            delivery_stop.set()
+            await delivery_task
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         printer.flush_missed()
+        if api_service is not None:
+            await api_service.close()
     if code == 1 and not standby:
         holder = printer.lease_holder or "another scheduler"
         raise CliError(f"{holder} holds the scheduler lease on {printer.store_path}; not "
@@ -678,13 +709,20 @@ def _as_dt(t: Any) -> datetime | None:
               help="Seconds before the run is stopped (default: the agent's timeout).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@click.option("--agent-pin-jwt", "agent_pin_jwt", default=None,
+              help="AgentPin credential when AgentPin is required (default: $AGENT_PIN_JWT).")
+@click.option("--no-policy", is_flag=True,
+              help="Skip the policy gate (AgentPin verification when required).")
 @pass_ctx
 def run_agent_cmd(c: Ctx, agent: str, input_: str, files: tuple[str, ...],
-                  timeout: float | None, fmt: str) -> None:
+                  timeout: float | None, fmt: str, agent_pin_jwt: str | None,
+                  no_policy: bool) -> None:
     """Run AGENT once, outside the scheduler, and print its output.
 
     AGENT is looked up in --file sources, then the state database, then the standard library
-    (echo, system_health). Nothing is recorded in the state database.
+    (echo, system_health). Nothing is recorded in the state database. An agent alone has no
+    schedule policy: the gate only verifies its AgentPin credential, and only when AgentPin is
+    required ([agentpin] required / SYMBI_AGENTPIN_REQUIRED); --no-policy skips it.
     """
     from compiler.compile import stdlib_agents
     from runtime.executor import ExecRequest, executor_for
@@ -704,6 +742,13 @@ def run_agent_cmd(c: Ctx, agent: str, input_: str, files: tuple[str, ...],
         raise CliError(f"no agent named `{agent}` (looked in "
                        + ("--file sources, " if files else "")
                        + f"the state database {c.store_file} and the standard library)")
+    if not no_policy:
+        from runtime.cli_policy import check_agent_run
+        from runtime.policy import Deny
+
+        decision = asyncio.run(check_agent_run(c.config, agent_def, token=agent_pin_jwt))
+        if isinstance(decision, Deny):
+            raise CliError(f"agent `{agent_def.name}` denied by policy: {decision.reason}")
     req = ExecRequest(agent=agent_def, input=input_, timeout_seconds=timeout)
     result = asyncio.run(executor_for(agent_def).execute(req))
     if fmt == "json":
@@ -924,9 +969,9 @@ RUN_COLUMNS = [("id", "RUN ID"), ("scheduled", "SCHEDULED"), ("started", "STARTE
 
 
 def _run_detail(r: RunRow) -> str:
-    if r.status == "succeeded":
-        return r.summary or ""
-    return r.error or r.stop_reason or r.summary or ""
+    from runtime.cli_policy import run_detail  # a heartbeat's max_iterations warning shows
+
+    return run_detail(r)
 
 
 def _run_row(r: RunRow) -> dict[str, Any]:
@@ -998,8 +1043,18 @@ def _status_lines(c: Ctx, ref: str, history: int) -> list[str]:
             table = [[local_time(r.scheduled_for), r.status, r.trigger, str(r.attempt),
                       duration_ms(r.duration_ms), one_line(_run_detail(r), 70) or "-"]
                      for r in runs]
-            lines += render_table(table, ["SCHEDULED", "STATUS", "TRIGGER", "TRY", "DURATION",
-                                          "OUTPUT / ERROR"], indent=2).rstrip("\n").split("\n")
+            heads = ["SCHEDULED", "STATUS", "TRIGGER", "TRY", "DURATION", "OUTPUT / ERROR"]
+            cells = _delivery_cells(c, runs)
+            if cells is not None:
+                heads.append("DELIVERIES")
+                for line, cell in zip(table, cells, strict=True):
+                    line.append(cell)
+            lines += render_table(table, heads, indent=2).rstrip("\n").split("\n")
+            if d.heartbeat is not None and d.heartbeat.enabled:
+                from runtime.cli_policy import heartbeat_lines
+
+                hb = heartbeat_lines(c.store(), runs[0])
+                lines += ["", *hb] if hb else []
     return lines
 
 
@@ -1021,8 +1076,8 @@ def cron_status(c: Ctx, job: str, history: int, watch: bool, fmt: str) -> None:
         row = _job(c, job)
         data = row.to_dict()
         data["next_runs"] = [t.isoformat() for t in _upcoming(row, 5)]
-        data["history"] = [r.to_dict() for r in c.store().list_runs(row.id, limit=history)] \
-            if history else []
+        data["history"] = _with_deliveries(
+            c, c.store().list_runs(row.id, limit=history) if history else [])
         click.echo(to_json(data))
         return
     if not watch:
@@ -1086,6 +1141,8 @@ def cron_run(c: Ctx, job: str, input_: str | None, wait: bool, timeout: float, f
         click.echo(to_json(final.to_dict()))
     elif final.output:
         click.echo(final.output, nl=not final.output.endswith("\n"))
+    if final.owner == f"cli:{os.getpid()}":  # it ran here, where no delivery worker runs
+        _deliver_here(c, final)
     if final.status != "succeeded":
         if fmt == "json":
             sys.exit(EXIT_ERROR)
@@ -1097,6 +1154,30 @@ def cron_run(c: Ctx, job: str, input_: str | None, wait: bool, timeout: float, f
     from runtime.output import duration_ms
 
     click.echo(f"run {final.id} succeeded in {duration_ms(final.duration_ms)}", err=True)
+
+
+def _deliver_here(c: Ctx, run: RunRow) -> None:
+    """Deliver a run that ``cron run`` executed in this process. The ``stdout`` channel writes
+    to stderr here (stdout is the run's output); retries stay in the outbox for the next
+    ``symbi up``."""
+    from runtime.delivery import (
+        ChannelContext,
+        ChannelError,
+        ChannelRegistry,
+        deliver_run_now,
+    )
+
+    try:
+        registry = ChannelRegistry.discover(
+            ChannelContext.from_config(c.config, stdout=sys.stderr))
+        receipts = asyncio.run(deliver_run_now(c.store(), c.config, run.id, registry=registry))
+    except ChannelError as e:
+        click.echo(f"symbi: warning: output not delivered: {e}", err=True)
+        return
+    for r in receipts:
+        if r.status != "delivered":
+            later = " (the next `symbi up` retries it)" if r.status == "retrying" else ""
+            click.echo(f"delivery to {r.channel} {r.status}: {r.last_error}{later}", err=True)
 
 
 @cron.command("history")
@@ -1114,9 +1195,33 @@ def cron_history(c: Ctx, job: str | None, limit: int, status: str | None, fmt: s
     ref = _job(c, job).id if job else None
     runs = store.list_runs(ref, limit=limit, status=status)
     cols = ([("job", "JOB")] if not job else []) + RUN_COLUMNS
-    emit([_run_row(r) for r in runs], cols, fmt,
-         records=[r.to_dict() for r in runs] if fmt != "table" else None,
-         csv_exclude=("output",), empty="No runs.")
+    rows = [_run_row(r) for r in runs]
+    cells = _delivery_cells(c, runs) if fmt == "table" else None
+    if cells is not None:
+        cols = cols + [("deliveries", "DELIVERIES")]
+        for row, cell in zip(rows, cells, strict=True):
+            row["deliveries"] = cell
+    emit(rows, cols, fmt, records=_with_deliveries(c, runs) if fmt != "table" else None,
+         csv_exclude=("output", "deliveries"), empty="No runs.")
+
+
+def _with_deliveries(c: Ctx, runs: list[RunRow]) -> list[dict[str, Any]]:
+    """Run records (``--format json``) with their delivery receipts under ``deliveries``."""
+    from runtime.delivery import receipts_for_runs
+
+    receipts = receipts_for_runs(c.store(), [r.id for r in runs])
+    return [{**r.to_dict(), "deliveries": [d.to_dict() for d in receipts[r.id]]} for r in runs]
+
+
+def _delivery_cells(c: Ctx, runs: list[RunRow]) -> list[str] | None:
+    """The DELIVERIES cell of each run (``webhook ok, email failed``); None when none of the
+    runs has a delivery (the column is left out)."""
+    from runtime.delivery import format_receipts, receipts_for_runs
+
+    receipts = receipts_for_runs(c.store(), [r.id for r in runs])
+    if not any(receipts.values()):
+        return None
+    return [format_receipts(receipts[r.id]) for r in runs]
 
 
 # ------------------------------------------------------------------ audit
@@ -1215,6 +1320,28 @@ def audit_verify(c: Ctx, fmt: str) -> None:
     else:
         raise CliError(f"audit chain BROKEN at event {res.first_bad_id}: {res.reason} "
                        f"({res.count} event(s) checked)")
+
+
+@cli.command("serve")
+@click.option("--host", metavar="HOST",
+              help="Address to bind (default: [api] host). Anything but loopback needs a key.")
+@click.option("--port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Port (default: [api] port, 8080; 0 picks a free one).")
+@pass_ctx
+def serve(c: Ctx, host: str | None, port: int | None) -> None:
+    """Serve the HTTP API only, without running the scheduler.
+
+    Jobs and runs are managed in the state database; a `symbi up` on the same database runs
+    them (triggered runs are picked up within a tick). Stops on Ctrl-C / SIGTERM.
+    """
+    from runtime.api import serve_command
+
+    serve_command(c, host, port)
+
+
+from runtime.cli_policy import register as _register_approvals  # noqa: E402
+
+_register_approvals(cron)  # `symbi cron approve` / `reject` (they use the helpers above)
 
 
 def main() -> NoReturn:

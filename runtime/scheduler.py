@@ -5,13 +5,16 @@ One asyncio loop per process. Each iteration (:meth:`Scheduler.tick`):
 1. **flush** buffered results in one transaction — run rows, job counters, retries,
    dead-letter transitions and audit events — when nothing is in flight or queued, when
    :data:`FLUSH_MAX_BATCH` results are waiting, or after :data:`FLUSH_MAX_DELAY_SECONDS`;
-2. **claim** everything due in one ``BEGIN IMMEDIATE`` transaction: for each active job with
+2. **claim** what is due in a ``BEGIN IMMEDIATE`` transaction: for each active job with
    ``next_run <= now`` the occurrences up to now are enumerated from the stored ``next_run``
    (the *scheduled* time, never "now"), decided on (run / skipped / missed, see below), inserted
    as run rows — the unique key ``(job_id, scheduled_for)`` makes a second claim of the same
    occurrence impossible, also from another process — and the job's ``next_run`` advances in
-   the same transaction. Unowned ``pending`` runs that are due (manual/API runs, retries) are
-   taken over in the same transaction;
+   the same transaction. Unowned ``pending`` runs that are due (manual/API runs, retries,
+   approved runs) are taken over in the same transaction. A burst is claimed in chunks
+   (:data:`CLAIM_CHUNK` jobs, doubling per claim): each chunk is dispatched as soon as it is
+   committed and the loop comes straight back for the next, so the first runs start after one
+   small claim; results are flushed once the burst is claimed;
 3. **dispatch** claimed runs, oldest first, up to ``max_concurrent_jobs``; runs beyond it stay
    ``pending`` in FIFO order and their ``start_delay_ms`` is recorded;
 4. **sleep** until the earliest of: the next ``next_run``/retry ``due_at`` in the store, the
@@ -31,8 +34,14 @@ holding more than :data:`WINDOW_CAP` occurrences is cut the same way. On-time oc
 unless the job already has ``max_concurrent`` runs in flight, in which case a ``skipped`` row
 with ``stop_reason = 'concurrency'`` is written.
 
-Execution runs the policy-gate hook :meth:`Scheduler._gate` (a later issue: it allows every run
-for now), then the agent through ``runtime.executor``. Retries (SPEC §5.3) are stored as
+Execution runs the policy gate (``runtime.policy``, SPEC §5.6; free for a job without a
+policy): a denied run ends ``denied`` (``PolicyDenied`` and, for AgentPin, an
+``AgentPinVerificationFailed`` audit event); a run that needs an approval leaves the scheduler
+as ``awaiting_approval`` with its request (``runtime.approvals``) and comes back as a pending
+run once approved; pending approvals expire at their deadline (the loop wakes for it). Then
+the agent runs through ``runtime.executor`` with the context its job's session mode gives it
+(``runtime.sessions``), or, for a heartbeat job, the assess → act → sleep cycle of
+``runtime.heartbeat``; ``max_runtime`` bounds the run. Retries (SPEC §5.3) are stored as
 unowned ``pending`` runs with a future ``due_at`` so they survive restarts; retries and
 catch-up runs wait for a free per-job slot instead of being skipped; manual/API runs ignore the
 per-job limit (an operator asked for them) but respect the global one.
@@ -62,21 +71,25 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compiler.cron import parse_cron
 from compiler.ir import AgentDef, JobDef
-from runtime import audit
+from runtime import approvals, audit
 from runtime.audit import NewAuditEvent
 from runtime.clock import Clock, SystemClock
 from runtime.config import SchedulerConfig
 from runtime.executor import (
+    AgentContext,
     ExecRequest,
     ExecResult,
     derive_summary,
     describe_exception,
     executor_for,
 )
+from runtime.heartbeat import record_iteration, run_heartbeat
+from runtime.policy import ALLOW, Allow, Decision, Deny, PolicyGate, RequireApproval
+from runtime.sessions import DEFAULT_SESSION_MAX_BYTES, EPHEMERAL_WITH_SUMMARY, SessionManager
 from runtime.store import (
     FAILURE_STATUSES,
     FINAL_RUN_STATUSES,
@@ -90,6 +103,9 @@ from runtime.store import (
     WriteBatch,
     new_run_id,
 )
+
+if TYPE_CHECKING:
+    from runtime.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +122,13 @@ TIMEOUT_GRACE_SECONDS = 5.0
 #: semantics). With nothing in flight they are written at once.
 FLUSH_MAX_BATCH = 2000
 FLUSH_MAX_DELAY_SECONDS = 0.02
+#: Due jobs (and pickups) claimed by the first transaction of a burst; each following claim
+#: takes twice as many (up to CLAIM_CHUNK_MAX). Each chunk is dispatched as soon as it is
+#: committed, so the first runs of a burst start after one small chunk's work, not the whole
+#: burst's; the doubling keeps the number of transactions (each rewrites the index pages it
+#: touches) low, so throughput stays that of one big claim.
+CLAIM_CHUNK = 1000
+CLAIM_CHUNK_MAX = 100_000
 _ONE_US = timedelta(microseconds=1)
 
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -126,6 +149,9 @@ class _Run(RunRecord):
     job: JobDef | None = None
     wait_slot: bool = False  # wait for a per-job slot instead of being skipped
     task: asyncio.Task[None] | None = None
+    decision: Decision | None = None  # the policy gate's, when it did not allow the run
+    decided_at: datetime | None = None  # when the gate asked for an approval
+    session_write: Callable[[sqlite3.Connection], None] | None = None  # saved with the run
 
     @classmethod
     def from_stored(cls, row: RunRow, job: JobDef) -> _Run:
@@ -162,7 +188,14 @@ class Scheduler:
 
     def __init__(self, store: SqliteStore, config: SchedulerConfig,
                  clock: Clock | None = None, *, owner_id: str, on_event: EventCallback | None = None, standby: bool = True,
-                 rng: random.Random | None = None, env: Mapping[str, str] | None = None) -> None:
+                 rng: random.Random | None = None, env: Mapping[str, str] | None = None,
+                 app_config: Config | None = None, gate: PolicyGate | None = None,
+                 session_max_bytes: int | None = None) -> None:
+        """``app_config`` (the whole runtime configuration) gives the policy gate its
+        environment name and ``[agentpin]`` settings and the ``llm`` executor its providers;
+        without it the gate reads ``SYMBI_ENV``/``SYMBI_AGENTPIN_*`` from ``env``. ``gate``
+        replaces the gate altogether (tests). ``session_max_bytes`` caps a shared session
+        (default ``config.session_max_bytes`` if the config has it, else 256 KiB)."""
         self.store = store
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -171,6 +204,18 @@ class Scheduler:
         self.standby = standby
         self.rng = rng or random.Random()
         self.env = env
+        self.app_config = app_config
+        if gate is None:
+            gate = (PolicyGate.from_config(app_config, store=store, env=env)
+                    if app_config is not None else PolicyGate.from_env(env, store=store))
+        self.gate = gate
+        if session_max_bytes is None:
+            session_max_bytes = int(getattr(config, "session_max_bytes",
+                                            DEFAULT_SESSION_MAX_BYTES))
+        self.sessions = SessionManager(store, max_bytes=session_max_bytes)
+        self._approval_due: datetime | None = None  # earliest expiry of a pending approval
+        self._claim_more = False  # the last claim was cut at its chunk size: more is due
+        self._chunk = CLAIM_CHUNK  # the next claim's size (doubles during a burst)
         self.stats = SchedulerStats()
         self._wake = asyncio.Event()
         self._seq = itertools.count()
@@ -381,6 +426,7 @@ class Scheduler:
             self._dirty[run.id] = run
             self._emit_run("run_finished", run)
         self._flush()
+        self._approval_due = approvals.next_expiry(self.store)
 
     async def shutdown(self) -> None:
         """Graceful stop: claim nothing more, wait up to ``shutdown_timeout_seconds`` for
@@ -418,6 +464,17 @@ class Scheduler:
                 log.warning("could not release the lease: %s", e)
             self._holding_lease = False
 
+    def interrupt_running(self, reason: str = "stopped at once by the operator") -> int:
+        """Cancel every running run now: each ends ``interrupted`` (and is retried per
+        policy), so a :meth:`shutdown` waiting for them finishes at once — results flushed,
+        lease released. For a second Ctrl-C (added for ``symbi up``). Returns how many."""
+        tasks = [r.task for r in self._running.values()
+                 if r.task is not None and not r.task.done()]
+        self._cancel_reason = reason
+        for t in tasks:
+            t.cancel()
+        return len(tasks)
+
     # ------------------------------------------------------------------ one iteration
 
     async def tick(self) -> datetime:
@@ -429,7 +486,7 @@ class Scheduler:
         it starts, until nothing is running or startable; then flush. For tests and tools."""
         for _ in range(max_iterations):
             self._tick()
-            if not self._running and not self._ready:
+            if not self._running and not self._ready and not self._claim_more:
                 break
             if self._running:
                 await self._wake.wait()
@@ -444,6 +501,8 @@ class Scheduler:
             self._refresh()
             if self._should_flush():
                 self._flush()
+            if self._approval_due is not None and self._approval_due <= now:
+                self._expire_approvals(now)
             nd = self.store.next_due_time()
             if self._claiming and nd is not None and nd <= now:
                 self._claim(now)
@@ -465,13 +524,18 @@ class Scheduler:
         if tok != self._token:
             self._token = tok
             self._agents = self.store.load_agents()
+            # an approval may have been decided (or requested) elsewhere
+            self._approval_due = approvals.next_expiry(self.store)
 
     def _should_flush(self) -> bool:
         if self._buffered_since is None:
             return False
+        if self._claim_more:  # mid-burst: starting the rest comes first, results can wait
+            return len(self._done) >= 10 * FLUSH_MAX_BATCH  # (bounded: memory)
+        if len(self._done) >= FLUSH_MAX_BATCH:
+            return True
         idle = not self._running and not self._ready
-        return (idle or len(self._done) >= FLUSH_MAX_BATCH
-                or time.monotonic() - self._buffered_since >= FLUSH_MAX_DELAY_SECONDS)
+        return idle or time.monotonic() - self._buffered_since >= FLUSH_MAX_DELAY_SECONDS
 
     def _buffered(self) -> None:
         if self._buffered_since is None:
@@ -485,24 +549,47 @@ class Scheduler:
             cands.append(nd)
         if self._waiting:
             cands.append(self._waiting[0][0])
+        if self._approval_due is not None:
+            cands.append(self._approval_due)
         return min(cands)
+
+    def _expire_approvals(self, now: datetime) -> None:
+        """Deny the runs whose approval timed out (SPEC §5.6 ``approval_timeout``)."""
+        for run_id in approvals.expire_due(self.store, now):
+            row = self.store.get_run(run_id) if self.on_event is not None else None
+            if row is not None:  # reported like any run that ended (printer, metrics)
+                payload = {name: getattr(row, name) for name in RUN_COLUMNS if name != "output"}
+                payload.update(run_id=run_id, at=now)
+                self._emit("run_finished", payload)
+        self._approval_due = approvals.next_expiry(self.store)
 
     # ------------------------------------------------------------------ claiming
 
     def _claim(self, now: datetime) -> None:
+        """Claim one chunk of due work (jobs and pickups, see :data:`CLAIM_CHUNK`) and queue
+        it; ``_claim_more`` says whether the chunk was full (the loop comes back at once)."""
         planned: list[_Run] = []
         notes: list[tuple[str, _Run]] = []
+        full = [False]
 
         def planner(jobs: list[DueJob], pickups: list[RunRow]) -> WriteBatch:
             planned.clear()
             notes.clear()
+            full[0] = len(jobs) >= chunk or len(pickups) >= chunk
             self._next_memo = {}
             try:
-                return self._plan(now, jobs, pickups, planned, notes)
+                batch = self._plan(now, jobs, pickups, planned, notes)
             finally:
                 self._next_memo = {}
+            self._preload_summaries(jobs, pickups)
+            return batch
 
-        batch, result = self.store.claim(now, planner, lease_owner=self._lease_owner)
+        chunk = self._chunk
+        self._claim_more = False
+        batch, result = self.store.claim(now, planner, lease_owner=self._lease_owner,
+                                         due_limit=chunk, pickup_limit=chunk)
+        self._claim_more = full[0]
+        self._chunk = min(chunk * 2, CLAIM_CHUNK_MAX) if full[0] else CLAIM_CHUNK
         rejected = result.rejected_inserts
         for run in planned:
             if run.id in rejected:
@@ -518,6 +605,17 @@ class Scheduler:
             elif kind == "run_missed":
                 self.stats.missed += 1
             self._emit_run(kind, run, reason=run.stop_reason)
+
+    def _preload_summaries(self, jobs: list[DueJob], pickups: list[RunRow]) -> None:
+        """Make the latest summary of every claimed ``ephemeral_with_summary`` job available
+        in memory: one bulk read for jobs not seen yet, none for jobs that never ran."""
+        sessions = self.sessions
+        unseen = [j for j in jobs if j.definition.session_mode == EPHEMERAL_WITH_SUMMARY
+                  and not sessions.knows(j.id)]
+        unseen_ids = [p.job_id for p in pickups if not sessions.knows(p.job_id)]
+        if unseen or unseen_ids:
+            sessions.preload([j.id for j in unseen if j.has_run] + unseen_ids,
+                             never_ran=[j.id for j in unseen if not j.has_run])
 
     def _plan(self, now: datetime, jobs: list[DueJob], pickups: list[RunRow],
               planned: list[_Run], notes: list[tuple[str, _Run]]) -> WriteBatch:
@@ -726,10 +824,23 @@ class Scheduler:
         run.task = asyncio.get_running_loop().create_task(self._execute(run))
         self._emit_run("run_started", run)
 
-    async def _gate(self, job: JobDef, run: _Run) -> str | None:
-        """The policy gate (SPEC §5.6) — NOT IMPLEMENTED YET (a later issue): it allows every
-        run. Returning a string denies the run with that reason (status ``denied``)."""
-        return None
+    async def _gate(self, job: JobDef, run: _Run) -> Decision:
+        """The policy gate (SPEC §5.6) for one run: :data:`ALLOW` at once for a job without a
+        policy (unless AgentPin is required globally); a bug in it denies the run (fails
+        closed)."""
+        gate = self.gate
+        if not gate.applies(job):
+            return ALLOW
+        try:
+            approved = False
+            if job.policy is not None and job.policy.require_approval:
+                approved = approvals.is_approved(self.store, run.id)
+            return await gate.evaluate(job, self._agent(job.agent), now=self.clock.now(),
+                                       approved=approved)
+        except Exception as exc:
+            log.exception("policy gate failed for run %s", run.id)
+            return Deny(f"internal error in the policy gate: {describe_exception(exc)}",
+                        "internal")
 
     @staticmethod
     def _mark_started(run: _Run, now: datetime) -> None:
@@ -745,12 +856,9 @@ class Scheduler:
         self._mark_started(run, self.clock.now())
         try:
             assert run.job is not None
-            denied = await self._gate(run.job, run)
-            if denied is not None:
-                run.status = "denied"
-                run.error = denied
-                run.stop_reason = "policy"
-            else:
+            decision = await self._gate(run.job, run)
+            if isinstance(decision, Allow):
+                run.stop_reason = None
                 res = await self._perform(run, run.job)
                 run.status = res.status
                 run.output = res.output
@@ -758,8 +866,17 @@ class Scheduler:
                 run.exit_code = res.exit_code
                 if res.output or res.summary:
                     run.summary = derive_summary(res.output, res.summary)
-                if res.status == "timed_out":
+                if res.status == "timed_out" and run.stop_reason is None:
                     run.stop_reason = "timeout"
+                self._after_run(run, run.job)
+            elif isinstance(decision, RequireApproval):
+                self._await_approval(run, decision)
+            else:
+                assert isinstance(decision, Deny)
+                run.status = "denied"
+                run.error = decision.reason
+                run.stop_reason = decision.stop_reason
+                run.decision = decision
         except asyncio.CancelledError:
             run.status = "interrupted"
             run.stop_reason = "shutdown"
@@ -768,23 +885,65 @@ class Scheduler:
             log.exception("run %s failed internally", run.id)
             run.status = "failed"
             run.error = f"internal error: {describe_exception(exc)}"
-        run.finished_at = self.clock.now()
-        if run.started_at is not None:
-            run.duration_ms = _ms(run.finished_at - run.started_at)
+        if run.status != "awaiting_approval":
+            run.finished_at = self.clock.now()
+            if run.started_at is not None:
+                run.duration_ms = _ms(run.finished_at - run.started_at)
         self._finished(run)
 
-    async def _perform(self, run: _Run, job: JobDef) -> ExecResult:
-        agent = self._agents.get(job.agent)
+    def _await_approval(self, run: _Run, decision: RequireApproval) -> None:
+        """The run waits for a decision (``runtime.approvals``): it leaves this scheduler
+        (no owner, not started) and is recorded with its approval request at the flush."""
+        run.status = "awaiting_approval"
+        run.owner = None
+        run.started_at = None
+        run.lateness_ms = None
+        run.start_delay_ms = None
+        run.decision = decision
+        run.decided_at = self.clock.now()
+        run.stop_reason = "policy:require_approval"
+        who = f" by {', '.join(decision.approvers)}" if decision.approvers else ""
+        run.error = (f"awaiting approval{who} within {decision.timeout_seconds:g}s: "
+                     f"`symbi cron approve {run.id[:8]}` or `symbi cron reject {run.id[:8]}`")
+
+    def _agent(self, name: str) -> AgentDef | None:
+        agent = self._agents.get(name)
         if agent is None:
             self._refresh()
-            agent = self._agents.get(job.agent)
+            agent = self._agents.get(name)
+        return agent
+
+    def _after_run(self, run: _Run, job: JobDef) -> None:
+        """The next run of an ``ephemeral_with_summary`` job starts with this run's summary
+        (kept in memory; a shared session is saved with the run, see ``_perform``)."""
+        if run.summary is not None and job.session_mode == EPHEMERAL_WITH_SUMMARY:
+            self.sessions.note_summary(run.job_id, run.summary)
+
+    async def _perform(self, run: _Run, job: JobDef) -> ExecResult:
+        agent = self._agent(job.agent)
         if agent is None:
             return ExecResult(status="failed", error=f"agent `{job.agent}` is not defined")
+        ctx = self.sessions.context_for(run.job_id, job)
         max_runtime = job.policy.max_runtime_seconds if job.policy is not None else None
-        req = ExecRequest(agent=agent, input=run.input or "", job_name=job.name, run_id=run.id,
-                          timeout_seconds=max_runtime, env=self.env)
-        executor = executor_for(agent)
-        limits = [t for t in (max_runtime, agent.timeout_seconds) if t is not None]
+        hb = job.heartbeat
+        if hb is not None and hb.enabled:
+            return await self._perform_heartbeat(run, job, agent, ctx, max_runtime)
+        res = await self._call_agent(run, job, agent, run.input or "", ctx, max_runtime)
+        if job.session_mode != EPHEMERAL_WITH_SUMMARY:
+            summary = derive_summary(res.output, res.summary) if (
+                res.output or res.summary) else None
+            run.session_write = self.sessions.writer_after(
+                run.job_id, job, ctx, run.input or "", res.output, summary, self.clock.now())
+        return res
+
+    async def _call_agent(self, run: _Run, job: JobDef, agent: AgentDef, input: str,
+                          ctx: AgentContext | None, timeout: float | None) -> ExecResult:
+        """One execution of the agent, its time limit the smaller of ``timeout`` and the
+        agent's own."""
+        req = ExecRequest(agent=agent, input=input, job_name=job.name, run_id=run.id,
+                          timeout_seconds=timeout, context=ctx, env=self.env)
+        executor = executor_for(agent, self.app_config)
+        limits = [t for t in (timeout, agent.timeout_seconds) if t is not None]
         if not limits:
             return await executor.execute(req)
         limit = min(limits)
@@ -795,6 +954,47 @@ class Scheduler:
         except TimeoutError:
             return ExecResult(status="timed_out",
                               error=f"timed out after {limit:g}s (the executor did not stop)")
+
+    async def _perform_heartbeat(self, run: _Run, job: JobDef, agent: AgentDef,
+                                 ctx: AgentContext, max_runtime: float | None) -> ExecResult:
+        """A heartbeat run (``runtime.heartbeat``): iterations until the agent answers sleep;
+        ``max_runtime`` bounds the whole run, ``iteration_timeout`` each iteration."""
+        hb = job.heartbeat
+        assert hb is not None
+
+        async def call(input: str, c: AgentContext, timeout: float | None) -> ExecResult:
+            return await self._call_agent(run, job, agent, input, c, timeout)
+
+        def on_iteration(rec: Any) -> None:
+            try:
+                record_iteration(self.store, rec)
+            except StoreError as e:  # the run goes on; its result is recorded anyway
+                log.warning("could not record heartbeat iteration %s of run %s: %s",
+                            rec.iteration, run.id, e)
+            self._emit("heartbeat_iteration", {**rec.to_dict(), "job_id": run.job_id,
+                                               "job_name": run.job_name,
+                                               "at": rec.finished_at})
+
+        coro = run_heartbeat(call, hb, run_id=run.id, input=run.input or "", context=ctx,
+                             clock=self.clock, on_iteration=on_iteration)
+        if max_runtime is None:
+            outcome = await coro
+        else:
+            try:
+                outcome = await asyncio.wait_for(coro, max_runtime)
+            except TimeoutError:
+                run.stop_reason = "timeout"
+                return ExecResult(status="timed_out",
+                                  error=f"timed out after {max_runtime:g}s (max_runtime)")
+        run.stop_reason = outcome.stop_reason
+        res = outcome.result
+        if job.session_mode != EPHEMERAL_WITH_SUMMARY:
+            summary = derive_summary(res.output, res.summary) if (
+                res.output or res.summary) else None
+            run.session_write = self.sessions.writer_after(
+                run.job_id, job, outcome.context or ctx, run.input or "", res.output, summary,
+                self.clock.now(), recorded=outcome.messages_recorded)
+        return res
 
     def _dec_inflight(self, job_id: str) -> None:
         n = self._inflight_by_job.get(job_id, 0) - 1
@@ -815,7 +1015,8 @@ class Scheduler:
         self._dirty[run.id] = run
         self._buffered()
         self._wake.set()
-        self.stats.count(run)
+        if run.status != "awaiting_approval":  # not a result yet
+            self.stats.count(run)
         self._emit_run("run_finished", run)
 
     # ------------------------------------------------------------------ flushing
@@ -838,18 +1039,21 @@ class Scheduler:
         batch = WriteBatch()
         notes: list[tuple[str, dict[str, Any]]] = []
         max_retries_default = int(self.config.default_max_retries)
+        approval_due: datetime | None = None
         for run in self._done:
             d = run.job
             assert d is not None
             status = run.status
+            if run.session_write is not None:
+                batch.extra_writes.append(run.session_write)
+            if status == "awaiting_approval":
+                approval_due = self._request_approval(run, batch, approval_due)
+                continue
             failed = status in FAILURE_STATUSES
             if status not in ("denied", "cancelled"):
                 batch.count_result(run.job_id, failed)
-            if status == "denied":  # a security event: logged whatever the audit level
-                batch.audit_events.append(NewAuditEvent(
-                    audit.POLICY_DENIED, run.finished_at or self.clock.now(), "scheduler",
-                    run.job_id, run.job_name, run.id,
-                    details={"reason": run.error, "trigger": run.trigger}))
+            if status == "denied":  # security events: logged whatever the audit level
+                self._record_denial(run, batch)
             level = d.audit
             if (failed and level != "none") or (status == "succeeded"
                                                 and level == "all_operations"):
@@ -896,11 +1100,55 @@ class Scheduler:
         self._done = []
         self._dirty = {}
         self._buffered_since = None
+        if approval_due is not None and (self._approval_due is None
+                                         or approval_due < self._approval_due):
+            self._approval_due = approval_due
         dead = set(result.dead_lettered)
         for kind, payload in notes:
             if kind == "dead_letter" and payload["job_id"] not in dead:
                 continue
             self._emit(kind, payload)
+
+    def _request_approval(self, run: _Run, batch: WriteBatch,
+                          due: datetime | None) -> datetime | None:
+        """Record an approval request with the ``awaiting_approval`` run; returns the
+        earliest expiry seen in this flush."""
+        decision = run.decision
+        assert isinstance(decision, RequireApproval)
+        at = run.decided_at or self.clock.now()
+        batch.extra_writes.append(approvals.request_writer(
+            run.id, run.job_id, decision.approvers, at, decision.timeout_seconds))
+        # the claim counted the run as started; it did not start (it will when approved)
+        job_id = run.job_id
+
+        def uncount(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE jobs SET run_count = max(0, run_count - 1) WHERE id = ?",
+                         (job_id,))
+        batch.extra_writes.append(uncount)
+        batch.audit_events.append(NewAuditEvent(
+            audit.APPROVAL_REQUESTED, at, "scheduler", run.job_id, run.job_name, run.id,
+            details={"approvers": list(decision.approvers), "trigger": run.trigger,
+                     "timeout_seconds": decision.timeout_seconds,
+                     "scheduled_for": run.scheduled_for.isoformat()}))
+        expires = at + timedelta(seconds=max(0.0, decision.timeout_seconds))
+        return expires if due is None or expires < due else due
+
+    def _record_denial(self, run: _Run, batch: WriteBatch) -> None:
+        """``PolicyDenied`` (and the rule's own event, e.g. ``AgentPinVerificationFailed``)."""
+        at = run.finished_at or self.clock.now()
+        decision = run.decision
+        details: dict[str, Any] = {"reason": run.error, "trigger": run.trigger}
+        if isinstance(decision, Deny):
+            details["rule"] = decision.rule
+            if decision.audit_type is not None:
+                batch.audit_events.append(NewAuditEvent(
+                    decision.audit_type, at, "scheduler", run.job_id, run.job_name, run.id,
+                    details=dict(decision.details)))
+            else:
+                details.update(decision.details)
+        batch.audit_events.append(NewAuditEvent(
+            audit.POLICY_DENIED, at, "scheduler", run.job_id, run.job_name, run.id,
+            details=details))
 
     # ------------------------------------------------------------------ single runs
 
@@ -929,13 +1177,17 @@ class Scheduler:
 async def run_manual_now(store: SqliteStore, config: SchedulerConfig, run_id: str, *,
                          timeout: float | None = None, clock: Clock | None = None,
                          owner_id: str | None = None,
-                         poll_seconds: float = 0.1) -> RunRow | None:
-    """Make sure a requested manual run happens and return it when final.
+                         poll_seconds: float = 0.1, app_config: Config | None = None,
+                         env: Mapping[str, str] | None = None) -> RunRow | None:
+    """Make sure a requested manual run (or an approved one) happens and return it when final
+    — or when it waits for an approval (status ``awaiting_approval``).
 
     If a scheduler holds a valid lease on the database, it picks the run up within a tick and
     this waits (polling the store) for the result. Otherwise the run is executed here, through
-    the scheduler's own run path (retries it schedules stay in the store for the next
-    scheduler). Returns None if the run is not final within ``timeout`` seconds.
+    the scheduler's own run path — policy gate included (``app_config`` gives it the
+    environment name and ``[agentpin]`` settings, as for :class:`Scheduler`); retries it
+    schedules stay in the store for the next scheduler. Returns None if the run is not final
+    within ``timeout`` seconds.
     """
     clock = clock or SystemClock()
     loop = asyncio.get_running_loop()
@@ -944,7 +1196,7 @@ async def run_manual_now(store: SqliteStore, config: SchedulerConfig, run_id: st
         row = store.get_run(run_id)
         if row is None:
             return None
-        if row.status in FINAL_RUN_STATUSES:
+        if row.status in FINAL_RUN_STATUSES or row.status == "awaiting_approval":
             return row
         lease = store.lease_info()
         if row.status == "pending" and row.owner is None and (
@@ -952,7 +1204,8 @@ async def run_manual_now(store: SqliteStore, config: SchedulerConfig, run_id: st
             owner = owner_id or f"cli:{os.getpid()}"
             claimed = store.claim_run(run_id, owner)
             if claimed is not None:
-                sched = Scheduler(store, config, clock, owner_id=owner)
+                sched = Scheduler(store, config, clock, owner_id=owner, app_config=app_config,
+                                  env=env)
                 remaining = None if give_up is None else max(0.0, give_up - loop.time())
                 try:
                     return await asyncio.wait_for(sched.execute_claimed(claimed), remaining)

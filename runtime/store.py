@@ -21,6 +21,7 @@ Design notes (SPEC §4):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -167,6 +168,85 @@ MIGRATIONS: tuple[Migration, ...] = (
                 owner TEXT NOT NULL,
                 expires_at TEXT NOT NULL,
                 acquired_at TEXT NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "session contexts, approvals, heartbeat iterations, AgentPin key pins, run usage",
+        (
+            """CREATE TABLE session_contexts (
+                job_id TEXT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+                mode TEXT NOT NULL,
+                messages TEXT NOT NULL DEFAULT '[]',
+                memory TEXT NOT NULL DEFAULT '{}',
+                summary TEXT,
+                size_bytes INTEGER NOT NULL DEFAULT 0,
+                updated_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE approvals (
+                run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+                job_id TEXT NOT NULL,
+                approvers TEXT NOT NULL DEFAULT '[]',
+                requested_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                decision TEXT CHECK (decision IN ('approved', 'rejected', 'expired')),
+                decided_by TEXT,
+                decided_at TEXT,
+                reason TEXT
+            )""",
+            "CREATE INDEX ix_approvals_open ON approvals(expires_at) WHERE decision IS NULL",
+            """CREATE TABLE heartbeat_iterations (
+                run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                iteration INTEGER NOT NULL,
+                started_at TEXT NOT NULL,
+                finished_at TEXT,
+                status TEXT NOT NULL,
+                action TEXT,
+                output TEXT,
+                summary TEXT,
+                error TEXT,
+                PRIMARY KEY (run_id, iteration)
+            )""",
+            """CREATE TABLE agentpin_pins (
+                domain TEXT PRIMARY KEY,
+                key_id TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                pinned_at TEXT NOT NULL
+            )""",
+            "ALTER TABLE runs ADD COLUMN usage TEXT",
+        ),
+    ),
+    Migration(
+        3,
+        "delivery outbox and receipts",
+        (
+            """CREATE TABLE deliveries (
+                id TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                job_id TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                status TEXT NOT NULL
+                    CHECK (status IN ('pending', 'retrying', 'delivered', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                last_error TEXT,
+                UNIQUE (run_id, channel)
+            )""",
+            "CREATE INDEX ix_deliveries_due ON deliveries(next_attempt_at)"
+            " WHERE status IN ('pending', 'retrying')",
+            "CREATE INDEX ix_deliveries_job ON deliveries(job_id, created_at)",
+            """CREATE TABLE delivery_attempts (
+                delivery_id TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+                attempt INTEGER NOT NULL,
+                at TEXT NOT NULL,
+                ok INTEGER NOT NULL,
+                status_code INTEGER,
+                response TEXT,
+                error TEXT,
+                PRIMARY KEY (delivery_id, attempt)
             )""",
         ),
     ),
@@ -496,6 +576,7 @@ class DueJob(NamedTuple):
     name: str
     definition: JobDef
     next_run: datetime
+    has_run: bool = True  # False: last_run is NULL, the job never ran (no history to read)
 
 
 @dataclass
@@ -515,6 +596,9 @@ class WriteBatch:
     # (job_id, job_name, details): move to dead_letter (from active/completed) + audit event
     dead_letters: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     audit_events: list[NewAuditEvent] = field(default_factory=list)
+    # companion-module writes (sessions, approvals …) run in the same transaction, after the
+    # run rows and before the audit events
+    extra_writes: list[Callable[[sqlite3.Connection], None]] = field(default_factory=list)
 
     def count_started(self, job_id: str, when: datetime) -> None:
         """A run of the job was taken over for execution (run_count, last_run)."""
@@ -542,7 +626,7 @@ class WriteBatch:
     def __bool__(self) -> bool:
         return bool(self.run_inserts or self.guarded_inserts or self.run_updates
                     or self.job_advances or self.job_started or self.job_results
-                    or self.dead_letters or self.audit_events)
+                    or self.dead_letters or self.audit_events or self.extra_writes)
 
 
 @dataclass(frozen=True)
@@ -671,6 +755,16 @@ class SqliteStore:
                 self._conn.execute("ROLLBACK")
                 raise StoreError(f"{self.path}: commit failed: {e}") from None
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A write transaction for companion modules (sessions, approvals, delivery outbox)
+        that keep their own tables in this database."""
+        return self._write()
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        """Run a read-only query on the store's connection and return all rows."""
+        with self._lock:
+            return list(self._conn.execute(sql, params).fetchall())
+
     def _now(self, now: datetime | None = None) -> datetime:
         return ensure_utc(now) if now is not None else self.clock.now()
 
@@ -695,6 +789,11 @@ class SqliteStore:
         """Undo :meth:`add_change_listener`."""
         if callback in self._listeners:
             self._listeners.remove(callback)
+
+    def notify_changed(self) -> None:
+        """Companion modules call this after changing what a scheduler acts on (an approval
+        decision …) through this store: a scheduler sharing it wakes at once."""
+        self._changed()
 
     def _changed(self) -> None:
         self._mgmt_version += 1
@@ -1150,8 +1249,10 @@ class SqliteStore:
         with self._write() as conn:
             self._check_lease_locked(conn, lease_owner)
             rows = conn.execute(
-                "SELECT id, name, def_hash, next_run FROM jobs WHERE status = 'active'"
-                " AND next_run <= ? ORDER BY next_run, id LIMIT ?", (nowt, due_limit)).fetchall()
+                "SELECT id, name, def_hash, next_run, last_run FROM jobs WHERE status = 'active'"
+                # rowid breaks ties in index order (deploy order): no sort of all due rows
+                " AND next_run <= ? ORDER BY next_run, rowid LIMIT ?", (nowt, due_limit)
+            ).fetchall()
             cache = self._def_cache
             missing = [r[0] for r in rows if r[2] not in cache]
             for i in range(0, len(missing), 500):
@@ -1161,7 +1262,8 @@ class SqliteStore:
                         f" ({','.join('?' * len(chunk))})", chunk):
                     self._job_def(h, text)
             parse = datetime.fromisoformat
-            jobs = [DueJob(r[0], r[1], cache[r[2]], parse(r[3])) for r in rows]
+            jobs = [DueJob(r[0], r[1], cache[r[2]], parse(r[3]), r[4] is not None)
+                    for r in rows]
             pickups = [_run_from_row(r) for r in conn.execute(
                 _RUN_SELECT + " WHERE status = 'pending' AND owner IS NULL AND due_at <= ?"
                 " ORDER BY due_at, created_at LIMIT ?", (nowt, pickup_limit))]
@@ -1253,6 +1355,8 @@ class SqliteStore:
             if fine:  # successes only: cheap when there is nothing to reset
                 conn.executemany("UPDATE jobs SET consecutive_failures = 0 WHERE id = ?"
                                  " AND consecutive_failures != 0", fine)
+        for write in b.extra_writes:
+            write(conn)
         dead: list[str] = []
         events = list(b.audit_events)
         for jid, name, details in b.dead_letters:

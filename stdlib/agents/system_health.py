@@ -146,10 +146,25 @@ def report(s: HealthSnapshot) -> str:
     return "\n".join(lines)
 
 
+def heartbeat_answer(s: HealthSnapshot) -> str:
+    """The last line of a heartbeat iteration: ``sleep`` when all is well, else the action to
+    take (an alert naming what is wrong)."""
+    warnings = s.warnings()
+    return "sleep" if not warnings else "alert: " + "; ".join(warnings)
+
+
 def run(input: str, context: AgentContext | None = None) -> dict[str, Any]:
-    """Report this machine's health: ``{"output": report, "summary": one line}``."""
+    """Report this machine's health: ``{"output": report, "summary": one line}``.
+
+    As a heartbeat agent (the runtime sets ``symbi.heartbeat`` in the context's memory) the
+    report ends with a last line ``sleep`` when all is well, or ``alert: …`` (the heartbeat
+    then assesses again, up to its ``max_iterations``).
+    """
     s = snapshot()
-    return {"output": report(s), "summary": summary_line(s)}
+    out = report(s)
+    if context is not None and context.memory.get("symbi.heartbeat") == "true":
+        out += "\n" + heartbeat_answer(s)
+    return {"output": out, "summary": summary_line(s)}
 
 
 # Reads a few /proc files and one statvfs per disk (tens of microseconds, measured): cheap

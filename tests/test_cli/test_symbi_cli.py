@@ -419,7 +419,7 @@ def test_cron_status_json(env: Env) -> None:
     assert len(times) == 5 and times[0] == datetime.fromisoformat(data["next_run"])
     assert all(b - a == timedelta(days=1) for a, b in zip(times, times[1:], strict=False))
     assert [h["input"] for h in data["history"]] == ["x"]
-    assert set(data["history"][0]) == set(RUN_COLUMNS)
+    assert set(data["history"][0]) == set(RUN_COLUMNS) | {"deliveries"}
     plain = json.loads(env.symbi("cron", "status", "nightly", "--format", "json").stdout)
     assert plain["history"] == []
 
@@ -461,7 +461,7 @@ def test_cron_history_table_json_csv(env: Env) -> None:
     assert table_rows(r.stdout)[0][0] == "RUN ID"  # one job: no JOB column
     data = json.loads(env.symbi("cron", "history", "--format", "json", "--limit", "2").stdout)
     assert [d["job_name"] for d in data] == ["nightly", "fragile"]
-    assert all(set(d) == set(RUN_COLUMNS) for d in data)
+    assert all(set(d) == set(RUN_COLUMNS) | {"deliveries"} for d in data)
     failed = json.loads(env.symbi("cron", "history", "--status", "failed", "--format",
                                   "json").stdout)
     assert [(d["job_name"], d["exit_code"]) for d in failed] == [("fragile", 3)]

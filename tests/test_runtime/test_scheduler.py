@@ -22,6 +22,7 @@ import pytest
 from compiler.ir import AgentDef, JobDef, SchedulePolicy
 from runtime.clock import FakeClock
 from runtime.config import SchedulerConfig
+from runtime.policy import Decision, Deny
 from runtime.scheduler import MISSED_ROW_CAP, Scheduler, run_manual_now
 from runtime.store import RunRecord, RunRow, SqliteStore, WriteBatch, new_run_id
 
@@ -890,21 +891,51 @@ async def test_spring_forward_day_runs_a_0230_job_exactly_once(tmp_path: Path) -
 
 
 class _DenyAll(Scheduler):
-    async def _gate(self, job: JobDef, run: Any) -> str | None:
-        return f"not allowed: {job.name}"
+    async def _gate(self, job: JobDef, run: Any) -> Decision:
+        return Deny(f"not allowed: {job.name}", "test")
 
 
 async def test_a_gate_denial_is_recorded_not_retried(store: SqliteStore,
                                                      clock: FakeClock) -> None:
-    """The policy gate itself is a later issue; its hook already decides the run's fate."""
+    """The gate hook decides the run's fate (the rules themselves: test_policy*)."""
     store.deploy([job("a", audit="none")], [py()])
     s = _DenyAll(store, SchedulerConfig(), clock, owner_id="t")
     clock.set(T0 + M)
     await s.run_until_idle()
     (r,) = runs(store, "a")
-    assert (r.status, r.stop_reason, r.error) == ("denied", "policy", "not allowed: a")
+    assert (r.status, r.stop_reason, r.error) == ("denied", "policy:test", "not allowed: a")
     assert r.output is None
     (ev,) = store.audit_query(type="PolicyDenied")  # security event despite audit = none
     assert ev.run_id == r.id
     j = store.get_job("a")
     assert j is not None and j.failure_count == 0 and j.status == "active"
+
+
+# ------------------------------------------------------------------ bursts
+
+
+async def test_a_burst_is_claimed_in_growing_chunks_first_ones_start_at_once(
+        store: SqliteStore, clock: FakeClock) -> None:
+    """The first CLAIM_CHUNK runs start after one small claim, not after the whole burst's;
+    every occurrence still runs exactly once."""
+    from runtime.scheduler import CLAIM_CHUNK
+
+    n = CLAIM_CHUNK * 3 + 7
+    store.deploy([job(f"b{i:05d}", cron="*/5 * * * *", agent="inline") for i in range(n)],
+                 [py("inline", "ok_inline")])
+    s = make(store, clock, max_concurrent_jobs=n)
+    clock.set(T0 + 5 * M)
+    deadline = await s.tick()
+    assert deadline == clock.now()  # more is due: the loop comes straight back
+    assert s.in_flight == CLAIM_CHUNK  # the first chunk is dispatched already
+    assert len(store.list_runs(limit=n)) == CLAIM_CHUNK
+    first = {r.job_name for r in store.list_runs(limit=n)}
+    assert first == {f"b{i:05d}" for i in range(CLAIM_CHUNK)}  # deploy order
+    await settle()
+    await s.tick()
+    assert len(store.list_runs(limit=n)) == 3 * CLAIM_CHUNK  # the next chunk is twice as big
+    await s.run_until_idle()
+    rows = store.list_runs(limit=2 * n)
+    assert len(rows) == n and all(r.status == "succeeded" for r in rows)
+    assert len({r.job_id for r in rows}) == n
+    assert all(j.next_run == T0 + 10 * M for j in store.list_jobs())

@@ -101,11 +101,11 @@ def test_appending_a_migration_upgrades_and_older_code_refuses(tmp_path: Path) -
     s = SqliteStore.open(path)
     s.deploy([job("a")], [ECHO])
     s.close()
-    v2 = Migration(MIGRATIONS[-1].version + 1, "approvals",
-                   ("CREATE TABLE approvals (run_id TEXT PRIMARY KEY, approver TEXT)",))
+    v2 = Migration(MIGRATIONS[-1].version + 1, "test table",
+                   ("CREATE TABLE test_extra (run_id TEXT PRIMARY KEY, approver TEXT)",))
     s = SqliteStore.open(path, migrations=(*MIGRATIONS, v2))
     assert s.schema_version == v2.version
-    s._conn.execute("INSERT INTO approvals VALUES ('r', 'alice')")
+    s._conn.execute("INSERT INTO test_extra VALUES ('r', 'alice')")
     assert s.get_job("a") is not None  # data kept
     s.close()
     with pytest.raises(StoreSchemaTooNew):
