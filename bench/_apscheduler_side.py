@@ -98,8 +98,8 @@ class BurstRecorder:
         now = time.time()
         with self.lock:
             if ev.code == EVENT_JOB_EXECUTED:
-                self.scheduled.append(ev.scheduled_run_time.timestamp())  # type: ignore[attr-defined]
-                self.started.append(float(ev.retval))  # type: ignore[attr-defined]
+                self.scheduled.append(ev.scheduled_run_time.timestamp())
+                self.started.append(float(ev.retval))
                 self.finished.append(now)
             elif ev.code == EVENT_JOB_MISSED:
                 self.missed += 1
@@ -161,6 +161,7 @@ def _finish_burst(
         "variant": f"APScheduler 3.11 {args.store} store ({args.mode})",
         "workload": "burst",
         "n": args.n,
+        "timeout_s": args.timeout,
         "completed": completed,
         "missed": rec.missed,
         "errors": rec.errors,
@@ -241,7 +242,7 @@ def _burst_background(
 
 
 def _idle_fields(n: int) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for c in idle_crons(n):
         minute, hour, dom, month, _dow = c.split()
         out.append(("0", minute, hour, dom, month))

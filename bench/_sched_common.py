@@ -108,7 +108,7 @@ class ProcessMeter:
 
     def rss_mb(self) -> float:
         """Resident set size now, MiB."""
-        return self.proc.memory_info().rss / (1024 * 1024)
+        return float(self.proc.memory_info().rss) / (1024 * 1024)
 
     def peak_rss_mb(self) -> float:
         """High-water mark of the resident set, MiB (Linux reports ru_maxrss in KiB)."""

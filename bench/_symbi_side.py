@@ -52,8 +52,8 @@ def _burst_jobs(n: int, cron: str) -> list[JobDef]:
     return [JobDef(name=f"burst-{i:06d}", agent=AGENT, cron=cron) for i in range(n)]
 
 
-def _ts(text: str | None) -> float | None:
-    return None if text is None else datetime.fromisoformat(text).timestamp()
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
 
 
 class DrainWatcher(threading.Thread):
@@ -80,10 +80,11 @@ class DrainWatcher(threading.Thread):
             while not self.halt.is_set():
                 # both counts are index-only (the in-flight one via the partial index on
                 # pending/running runs): a full scan every poll would steal CPU from the loop
-                total = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
-                inflight = conn.execute(
-                    "SELECT count(*) FROM runs WHERE status IN ('pending', 'running')"
-                ).fetchone()[0]
+                # fetchall(): a statement left un-stepped would pin an old WAL snapshot
+                ((total, inflight),) = conn.execute(
+                    "SELECT (SELECT count(*) FROM runs),"
+                    " (SELECT count(*) FROM runs WHERE status IN ('pending', 'running'))"
+                ).fetchall()
                 self.final_seen = total - inflight
                 if self.final_seen >= self.expected:
                     self.done_at = time.time()
@@ -129,6 +130,7 @@ def _burst(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
         "variant": f"symbi {args.handler}",
         "workload": "burst",
         "n": args.n,
+        "timeout_s": args.timeout,
         "handler": args.handler,
         "cron": cron,
         "load_s": load_s,
@@ -141,7 +143,10 @@ def _burst(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         sched = Scheduler(store, config, SystemClock(), owner_id="bench", standby=False)
-        watcher = DrainWatcher(db, args.n, args.poll, lambda: loop.call_soon_threadsafe(stop.set))
+        def done() -> None:
+            loop.call_soon_threadsafe(stop.set)
+
+        watcher = DrainWatcher(db, args.n, args.poll, done)
         task = asyncio.create_task(sched.run(stop))
         result["slack_before_fire_s"] = instant.timestamp() - time.time()
         await asyncio.sleep(max(0.0, instant.timestamp() - time.time() - 0.5))
@@ -160,6 +165,7 @@ def _burst(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
         rc = await task
         result["scheduler_exit"] = rc
         result["drain_seen_at"] = watcher.done_at
+        result["drain_final_seen"] = watcher.final_seen
 
     asyncio.run(main())
     store.close()
@@ -184,7 +190,7 @@ def _burst_figures(db: str, instant: datetime, result: dict[str, Any]) -> None:
     sched = [_ts(r[0]) for r in ok]
     started = [_ts(r[1]) for r in ok]
     finished = [_ts(r[2]) for r in ok if r[2] is not None]
-    late = [s - c for s, c in zip(started, sched, strict=True)]  # type: ignore[operator]
+    late = [s - c for s, c in zip(started, sched, strict=True)]
     created = [_ts(r[4]) for r in rows]
     completed = statuses.get("succeeded", 0)
     done_at = result.get("drain_seen_at")
@@ -195,17 +201,17 @@ def _burst_figures(db: str, instant: datetime, result: dict[str, Any]) -> None:
         "errors": sum(v for k, v in statuses.items() if k not in ("succeeded", "missed", "skipped")),
         # timeline from the instant: claim began (the tick's "now"), first run started (the
         # claim transaction committed), last started, last finished in memory, all committed
-        "claim_began_s": (min(created) - t0) if created else None,  # type: ignore[type-var]
-        "first_started_s": (min(started) - t0) if started else None,  # type: ignore[type-var]
-        "all_started_s": (max(started) - t0) if started else None,  # type: ignore[type-var]
-        "last_finished_at_s": (max(finished) - t0) if finished else None,  # type: ignore[type-var]
+        "claim_began_s": (min(created) - t0) if created else None,
+        "first_started_s": (min(started) - t0) if started else None,
+        "all_started_s": (max(started) - t0) if started else None,
+        "last_finished_at_s": (max(finished) - t0) if finished else None,
         "all_finished_s": (done_at - t0) if done_at else None,
-        "lateness": lateness_stats(late, started),  # type: ignore[arg-type]
+        "lateness": lateness_stats(late, started),
     })
     af = result["all_finished_s"]
     result["runs_per_s"] = completed / af if af and af > 0 else None
     if started and finished:
-        span = max(finished) - min(started)  # type: ignore[type-var, operator]
+        span = max(finished) - min(started)
         result["drain_runs_per_s"] = completed / span if span > 0 else None
 
 

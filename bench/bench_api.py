@@ -9,6 +9,9 @@ of concurrent connections then measures requests/second for:
 - ``POST /api/v1/schedules/{id}/trigger``  (a write transaction + audit event per request)
 - ``POST /api/v1/schedule/{id}/run``       (the same with an input body)
 - ``GET /api/v1/schedules/{id}``  and  ``GET /api/v1/health/scheduler``
+- both lists again while another process (the role of a ``symbi up`` elsewhere) pauses or
+  resumes a job every 5 ms: most responses cannot reuse the previous body, and are rebuilt
+  from one query with the unchanged jobs' JSON reused (``runtime.api.ListCache``)
 
 Run: .venv/bin/python bench/bench_api.py [--jobs 1000] [--seconds 3] [--concurrency 16]
 """
@@ -42,6 +45,20 @@ store = SqliteStore.open(sys.argv[1])
 config = Config(api=ApiConfig(host="127.0.0.1", port=0, api_keys=[sys.argv[2]]))
 asyncio.run(serve_api(store, config, announce=lambda url: print(url, flush=True)))
 """
+#: Changes one job every ``argv[2]`` seconds through its own connection until killed.
+WRITER = """
+import sys, time
+from runtime.store import SqliteStore
+
+store = SqliteStore.open(sys.argv[1])
+ids = [j.id for j in store.list_jobs()]
+i = 0
+while True:
+    ref = ids[(i // 2) % len(ids)]
+    (store.pause_job if i % 2 == 0 else store.resume_job)(ref, actor="bench")
+    i += 1
+    time.sleep(float(sys.argv[2]))
+"""
 
 
 def make_store(path: Path, jobs: int) -> list[str]:
@@ -58,9 +75,19 @@ def make_store(path: Path, jobs: int) -> list[str]:
 
 
 async def measure(base: str, name: str, method: str, paths: list[str], body: object,
-                  seconds: float, concurrency: int) -> tuple[float, float, int]:
+                  seconds: float, concurrency: int, db: Path | None = None
+                  ) -> tuple[float, float, int]:
     """(requests/s, median latency ms, requests) over ``seconds`` with ``concurrency``
-    clients, cycling through ``paths``."""
+    clients, cycling through ``paths`` (``db``: with :data:`WRITER` changing it meanwhile)."""
+    if db is not None:
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WRITER, str(db), "0.005", cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            return await measure(base, name, method, paths, body, seconds, concurrency)
+        finally:
+            writer.kill()
+            await writer.wait()
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -110,6 +137,8 @@ async def main() -> None:
             cases = [
                 ("list (SDK /schedules)", "GET", [f"{prefix}/schedules"], None),
                 ("list (seed /schedule)", "GET", [f"{prefix}/schedule"], None),
+                ("list SDK, writes 200/s", "GET", [f"{prefix}/schedules"], None),
+                ("list seed, writes 200/s", "GET", [f"{prefix}/schedule"], None),
                 ("get one (SDK)", "GET", [f"{prefix}/schedules/{i}" for i in ids], None),
                 ("trigger (SDK)", "POST", [f"{prefix}/schedules/{i}/trigger" for i in ids],
                  None),
@@ -122,7 +151,8 @@ async def main() -> None:
             print(f"{'case':<24} {'req/s':>9} {'median ms':>10} {'requests':>9}")
             for name, method, paths, body in cases:
                 rps, med, n = await measure(base, name, method, paths, body, args.seconds,
-                                            args.concurrency)
+                                            args.concurrency,
+                                            db if "writes" in name else None)
                 print(f"{name:<24} {rps:>9.0f} {med:>10.2f} {n:>9}")
         finally:
             proc.send_signal(signal.SIGTERM)

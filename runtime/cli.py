@@ -358,7 +358,9 @@ def up(c: Ctx, paths: tuple[str, ...], no_standby: bool, prune: str | None,
         _print_deploy(report, origin, c.store_file)
     elif prune:
         raise CliError("--prune needs a bundle or sources to compare with", EXIT_USAGE)
-    owner = f"{os.uname().nodename}:{os.getpid()}"
+    from runtime.scheduler import local_owner_id
+
+    owner = local_owner_id()
     rows = store.list_jobs()
     printer = RunPrinter(quiet=quiet, verbose=verbose, store_path=c.store_file,
                          name_width=max((len(j.name) for j in rows), default=10))
@@ -544,7 +546,11 @@ class RunPrinter:
         elif kind == "lease_busy":
             self.lease_holder = p.get("holder")
         elif kind == "lease_acquired":
-            if self.was_standby:
+            if p.get("taken_over_from"):
+                click.echo(f"took over the scheduler lease from {p['taken_over_from']}: that "
+                           "process is no longer running (killed?)", err=True)
+                self.was_standby = False
+            elif self.was_standby:
                 click.echo(f"took over the scheduler lease as {p.get('owner')}", err=True)
                 self.was_standby = False
         elif kind == "lease_lost":
@@ -580,12 +586,16 @@ class RunPrinter:
         from runtime.output import duration_ms, one_line
 
         status = p.get("status") or "?"
+        if status == "awaiting_approval":  # not a result: the run waits, neutrally
+            prefix = str(p.get("id") or "?")[:8]
+            self._line(p.get("at"), "⏸", None, p, "awaiting", "",
+                       f"{self._trigger(p)} approval — approve with: symbi cron approve "
+                       f"{prefix} (or reject)".strip())
+            return
         mark, color = {"succeeded": ("✓", "green"), "interrupted": ("!", "yellow"),
                        "cancelled": ("·", "yellow"), "denied": ("✗", "red"),
-                       "awaiting_approval": ("?", "yellow")}.get(status, ("✗", "red"))
+                       }.get(status, ("✗", "red"))
         detail = p.get("summary") if status == "succeeded" else (p.get("error") or p.get("summary"))
-        if status == "awaiting_approval":
-            detail = f"run {p.get('id')} waits for an approval"
         if status == "interrupted" and p.get("stop_reason") == "crash":
             detail = (f"left {self._was(p)} by scheduler {p.get('owner') or '?'} "
                       "(crash or kill)")
@@ -618,8 +628,8 @@ class RunPrinter:
         dt = _as_dt(t)
         return clock_time(dt) if dt else "?"
 
-    def _line(self, t: Any, mark: str, color: str, p: dict[str, Any], status: str, dur: str,
-              detail: str) -> None:
+    def _line(self, t: Any, mark: str, color: str | None, p: dict[str, Any], status: str,
+              dur: str, detail: str) -> None:
         from runtime.output import clock_time, local_date
 
         dt = _as_dt(t) or _now()
@@ -628,10 +638,10 @@ class RunPrinter:
             self.last_date = day
             click.echo(f"── {day} ──" if self.fancy else f"-- {day} --")
         if not self.fancy:
-            mark = {"✓": "+", "✗": "x", "▶": ">", "↻": "r", "·": "."}.get(mark, mark)
+            mark = {"✓": "+", "✗": "x", "▶": ">", "↻": "r", "·": ".", "⏸": "="}.get(mark, mark)
         job = p.get("job_name") or "?"
         head = f"{mark} {job:<{self.width}}  {status:<11}"
-        if self.color:
+        if self.color and color:
             head = click.style(head, fg=color)
         tail = f"{dur:>7}  {detail}".rstrip()
         click.echo(f"{clock_time(dt)}  {head}{tail}".rstrip())
@@ -675,18 +685,9 @@ class RunPrinter:
 def _holder_is_dead(holder: Any) -> bool:
     """True if the lease holder is a ``host:pid`` of this host whose process does not exist
     (a scheduler killed with SIGKILL: its lease only runs out)."""
-    if not isinstance(holder, str) or ":" not in holder:
-        return False
-    host, _, pid = holder.rpartition(":")
-    if host != os.uname().nodename or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, owned by someone else
-        return False
-    return False
+    from runtime.scheduler import lease_holder_is_dead
+
+    return lease_holder_is_dead(holder)
 
 
 def _as_dt(t: Any) -> datetime | None:
@@ -750,13 +751,15 @@ def run_agent_cmd(c: Ctx, agent: str, input_: str, files: tuple[str, ...],
         if isinstance(decision, Deny):
             raise CliError(f"agent `{agent_def.name}` denied by policy: {decision.reason}")
     req = ExecRequest(agent=agent_def, input=input_, timeout_seconds=timeout)
-    result = asyncio.run(executor_for(agent_def).execute(req))
+    # the configuration gives `llm` agents their [providers.*] (a local server, a key …)
+    result = asyncio.run(executor_for(agent_def, c.config).execute(req))
     if fmt == "json":
         from runtime.output import to_json
 
         click.echo(to_json({"agent": agent_def.name, "status": result.status,
                             "output": result.output, "summary": result.summary,
-                            "error": result.error, "exit_code": result.exit_code}))
+                            "error": result.error, "exit_code": result.exit_code,
+                            "usage": result.usage}))
     elif result.output:
         click.echo(result.output, nl=not result.output.endswith("\n"))
     if result.status != "succeeded":
@@ -968,20 +971,20 @@ RUN_COLUMNS = [("id", "RUN ID"), ("scheduled", "SCHEDULED"), ("started", "STARTE
                ("duration", "DURATION"), ("detail", "OUTPUT / ERROR")]
 
 
-def _run_detail(r: RunRow) -> str:
+def _run_detail(r: RunRow, width: int) -> str:
     from runtime.cli_policy import run_detail  # a heartbeat's max_iterations warning shows
 
-    return run_detail(r)
+    return run_detail(r, width)
 
 
 def _run_row(r: RunRow) -> dict[str, Any]:
-    from runtime.output import duration_ms, local_time, one_line
+    from runtime.output import duration_ms, local_time
 
     return {
         "id": r.id[:8], "job": r.job_name, "scheduled": local_time(r.scheduled_for),
         "started": local_time(r.started_at), "trigger": r.trigger, "attempt": r.attempt,
         "status": r.status, "duration": duration_ms(r.duration_ms),
-        "detail": one_line(_run_detail(r), 70),
+        "detail": _run_detail(r, 70),
     }
 
 
@@ -1001,7 +1004,7 @@ def _upcoming(row: JobRow, n: int) -> list[datetime]:
 
 
 def _status_lines(c: Ctx, ref: str, history: int) -> list[str]:
-    from runtime.output import duration_ms, local_time, one_line, relative, when, when_next
+    from runtime.output import duration_ms, local_time, relative, when, when_next
 
     row = _job(c, ref)
     d = row.definition
@@ -1041,7 +1044,7 @@ def _status_lines(c: Ctx, ref: str, history: int) -> list[str]:
 
             lines.append(f"Last {len(runs)} run{'s' * (len(runs) != 1)}:")
             table = [[local_time(r.scheduled_for), r.status, r.trigger, str(r.attempt),
-                      duration_ms(r.duration_ms), one_line(_run_detail(r), 70) or "-"]
+                      duration_ms(r.duration_ms), _run_detail(r, 70) or "-"]
                      for r in runs]
             heads = ["SCHEDULED", "STATUS", "TRIGGER", "TRY", "DURATION", "OUTPUT / ERROR"]
             cells = _delivery_cells(c, runs)
@@ -1076,8 +1079,12 @@ def cron_status(c: Ctx, job: str, history: int, watch: bool, fmt: str) -> None:
         row = _job(c, job)
         data = row.to_dict()
         data["next_runs"] = [t.isoformat() for t in _upcoming(row, 5)]
-        data["history"] = _with_deliveries(
-            c, c.store().list_runs(row.id, limit=history) if history else [])
+        runs = c.store().list_runs(row.id, limit=history) if history else []
+        data["history"] = _with_deliveries(c, runs)
+        from runtime.heartbeat import list_iterations
+
+        for rec, r in zip(data["history"], runs, strict=True):  # [] for other runs
+            rec["heartbeat_iterations"] = [it.to_dict() for it in list_iterations(c.store(), r.id)]
         click.echo(to_json(data))
         return
     if not watch:
@@ -1125,7 +1132,7 @@ def cron_run(c: Ctx, job: str, input_: str | None, wait: bool, timeout: float, f
         if fmt == "json":
             from runtime.output import to_json
 
-            click.echo(to_json(run.to_dict()))
+            click.echo(to_json(run.to_dict(with_usage=True)))
         else:
             click.echo(f"run {run.id} of {row.name} requested")
         return
@@ -1138,7 +1145,7 @@ def cron_run(c: Ctx, job: str, input_: str | None, wait: bool, timeout: float, f
     if fmt == "json":
         from runtime.output import to_json
 
-        click.echo(to_json(final.to_dict()))
+        click.echo(to_json(final.to_dict(with_usage=True)))
     elif final.output:
         click.echo(final.output, nl=not final.output.endswith("\n"))
     if final.owner == f"cli:{os.getpid()}":  # it ran here, where no delivery worker runs
@@ -1206,11 +1213,13 @@ def cron_history(c: Ctx, job: str | None, limit: int, status: str | None, fmt: s
 
 
 def _with_deliveries(c: Ctx, runs: list[RunRow]) -> list[dict[str, Any]]:
-    """Run records (``--format json``) with their delivery receipts under ``deliveries``."""
+    """Run records (``--format json``) with their token ``usage`` and their delivery receipts
+    under ``deliveries``."""
     from runtime.delivery import receipts_for_runs
 
     receipts = receipts_for_runs(c.store(), [r.id for r in runs])
-    return [{**r.to_dict(), "deliveries": [d.to_dict() for d in receipts[r.id]]} for r in runs]
+    return [{**r.to_dict(with_usage=True), "deliveries": [d.to_dict() for d in receipts[r.id]]}
+            for r in runs]
 
 
 def _delivery_cells(c: Ctx, runs: list[RunRow]) -> list[str] | None:

@@ -6,7 +6,8 @@
   (``--no-wait`` only records the approval).
 - :func:`heartbeat_lines` renders a heartbeat run's iterations for ``symbi cron status``.
 - :func:`run_detail` is the history's OUTPUT / ERROR text (a heartbeat that hit
-  ``max_iterations`` shows its warning although it succeeded).
+  ``max_iterations`` shows its warning although it succeeded; an ``llm`` run ends with its
+  token counts, :func:`tokens_note`).
 - :func:`check_agent_run` is the policy gate of ``symbi run AGENT`` (see
   ``PolicyGate.evaluate_agent_run``: an agent alone has no schedule policy, so only AgentPin
   applies, and only when required globally; the credential comes from ``--agent-pin-jwt`` or
@@ -30,19 +31,41 @@ if TYPE_CHECKING:
     from runtime.policy import Decision
     from runtime.store import RunRow, SqliteStore
 
-__all__ = ["check_agent_run", "heartbeat_lines", "register", "run_detail"]
+__all__ = ["check_agent_run", "heartbeat_lines", "register", "run_detail", "tokens_note"]
 
 DEFAULT_TOKEN_REF = "${AGENT_PIN_JWT}"
 STOP_MAX = "max_iterations"  # runtime.heartbeat.STOP_MAX (not imported: start-up time)
 
 
-def run_detail(r: RunRow) -> str:
-    """The one-line OUTPUT / ERROR text of a run in history tables."""
+def tokens_note(usage: Mapping[str, Any] | None) -> str:
+    """``tokens: 812 in, 154 out`` for an ``llm`` run's usage ('' when it reports none)."""
+    if not usage:
+        return ""
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if prompt is None and completion is None:
+        total = usage.get("total_tokens")
+        return f"tokens: {total}" if total is not None else ""
+    return f"tokens: {prompt if prompt is not None else '?'} in, " \
+           f"{completion if completion is not None else '?'} out"
+
+
+def run_detail(r: RunRow, width: int | None = None) -> str:
+    """The OUTPUT / ERROR text of a run in history tables; with ``width``, one line of at most
+    that many characters whose end (the token note) is never cut off."""
+    from runtime.output import one_line
+
     if r.status == "succeeded":
-        if r.stop_reason == STOP_MAX and r.error:
-            return r.error
-        return r.summary or ""
-    return r.error or r.stop_reason or r.summary or ""
+        text = r.error if r.stop_reason == STOP_MAX and r.error else (r.summary or "")
+    else:
+        text = r.error or r.stop_reason or r.summary or ""
+    note = tokens_note(r.usage)
+    if width is None:
+        return f"{text} · {note}" if note and text else (text or note)
+    if not note:
+        return one_line(text, width)
+    room = width - len(note) - 3
+    head = one_line(text, room) if room > 1 else ""
+    return f"{head} · {note}" if head else note[:width]
 
 
 def heartbeat_lines(store: SqliteStore, run: RunRow, *, width: int = 70) -> list[str]:

@@ -69,6 +69,8 @@ class SchedulerConfig(BaseModel):
     default_max_retries: int = Field(default=3, ge=0)
     shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
     lease_ttl_seconds: float = Field(default=15.0, gt=0)  # our addition: the single-scheduler lease
+    # our addition: size cap of a shared_persistent session context (oldest messages dropped)
+    session_max_bytes: int = Field(default=256 * 1024, ge=1024)
 
 
 class DeliveryConfig(BaseModel):
@@ -95,6 +97,9 @@ class DeliveryConfig(BaseModel):
     log_file_format: Literal["text", "json"] = "text"  # json: one JSON object per line
     log_file_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)  # 0: never rotate
     log_file_backups: int = Field(default=5, ge=0)
+    # our addition (H15): the first delivery retry waits this long, doubling per attempt (capped
+    # at 10 min; a peer's Retry-After wins)
+    retry_backoff_seconds: float = Field(default=2.0, gt=0)
 
 
 class ApiConfig(BaseModel):

@@ -84,6 +84,7 @@ OPEN_STATUSES = ("pending", "retrying")
 #: How much of a peer's response is kept with an attempt.
 RESPONSE_EXCERPT_CHARS = 500
 #: Retry backoff: BASE · 2^(attempt-1), capped; a peer's Retry-After replaces it (capped too).
+#: BASE is ``[scheduler.delivery] retry_backoff_seconds``; this is its default.
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 600.0
 RETRY_AFTER_MAX_SECONDS = 3600.0
@@ -421,12 +422,13 @@ def format_duration(ms: int | None) -> str:
     return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
 
 
-def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
+def backoff_seconds(attempt: int, retry_after: float | None = None,
+                    base: float = BACKOFF_BASE_SECONDS) -> float:
     """Delay before the attempt after ``attempt`` (1-based): the peer's ``Retry-After`` when
-    given, else ``BACKOFF_BASE_SECONDS · 2^(attempt-1)``; both capped."""
+    given, else ``base · 2^(attempt-1)`` (``base``: ``retry_backoff_seconds``); both capped."""
     if retry_after is not None:
         return min(max(0.0, retry_after), RETRY_AFTER_MAX_SECONDS)
-    return min(BACKOFF_BASE_SECONDS * 2.0 ** max(0, attempt - 1), BACKOFF_MAX_SECONDS)
+    return min(base * 2.0 ** max(0, attempt - 1), BACKOFF_MAX_SECONDS)
 
 
 def chain_callbacks(*callbacks: EventCallback | None) -> EventCallback:
@@ -566,13 +568,14 @@ def receipts_for_runs(store: SqliteStore, run_ids: Iterable[str]
 
 
 def format_receipts(receipts: Sequence[DeliveryReceipt]) -> str:
-    """A short cell for tables: ``log_file ok, webhook retrying(2), email failed``."""
+    """A short cell for tables: ``log_file ok, webhook ok(3), email failed`` — ``(n)``: the
+    attempts made, when more than one."""
     if not receipts:
         return "-"
     parts = []
     for r in receipts:
         state = {"delivered": "ok"}.get(r.status, r.status)
-        if r.status in ("retrying", "failed") and r.attempts > 1:
+        if r.attempts > 1:
             state += f"({r.attempts})"
         parts.append(f"{r.channel} {state}")
     return ", ".join(parts)
@@ -877,7 +880,9 @@ class DeliveryWorker:
                 status = "delivered"
             elif o.retryable and attempt < max_attempts:
                 status = "retrying"
-                nxt = format_ts(now + timedelta(seconds=backoff_seconds(attempt, o.retry_after)))
+                delay = backoff_seconds(attempt, o.retry_after,
+                                        self.config.delivery.retry_backoff_seconds)
+                nxt = format_ts(now + timedelta(seconds=delay))
             else:
                 status = "failed"
             conn.execute(

@@ -24,7 +24,8 @@ iteration that fails or exceeds ``iteration_timeout`` ends the run ``failed``/``
 Each iteration is recorded in ``heartbeat_iterations`` as soon as it ends
 (:func:`list_iterations` reads them for ``symbi cron status``/``history``). The run's output is
 the iterations' outputs, each under an ``[iteration N]`` header when there are several; its
-summary is the last iteration's.
+summary is the last iteration's; its token usage (``llm`` agents) the iterations' summed
+(:func:`total_usage`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ __all__ = [
     "list_iterations",
     "record_iteration",
     "run_heartbeat",
+    "total_usage",
 ]
 
 MEMORY_FLAG = "symbi.heartbeat"
@@ -151,6 +153,24 @@ def _joined(outputs: list[str]) -> str:
     return text
 
 
+_USAGE_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "attempts")
+
+
+def total_usage(usages: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The usage of a run made of several agent calls: the last call's usage (provider, model,
+    finish reason) with the token counts and attempts summed over the calls that report them
+    (a count stays None when no call reported it), plus ``calls``. None if no call has any."""
+    present = [u for u in usages if u]
+    if not present:
+        return None
+    out = dict(present[-1])
+    for key in _USAGE_SUMS:
+        values = [u[key] for u in present if isinstance(u.get(key), int)]
+        out[key] = sum(values) if values else None
+    out["calls"] = len(present)
+    return out
+
+
 Iteration = Callable[[str, AgentContext, float | None], Awaitable[ExecResult]]
 
 
@@ -168,6 +188,7 @@ async def run_heartbeat(call: Iteration, hb: HeartbeatDef, *, run_id: str, input
     records: list[IterationRecord] = []
     prev_summary: str | None = None
     last: ExecResult | None = None
+    usages: list[dict[str, Any] | None] = []
     recorded = False
     for i in range(1, max_iter + 1):
         if i > 1:
@@ -190,6 +211,7 @@ async def run_heartbeat(call: Iteration, hb: HeartbeatDef, *, run_id: str, input
         if on_iteration is not None:
             on_iteration(rec)
         outputs.append(res.output)
+        usages.append(res.usage)
         last = res
         if mode == SHARED_PERSISTENT:
             record_exchange(ctx, input, res.output)
@@ -199,20 +221,20 @@ async def run_heartbeat(call: Iteration, hb: HeartbeatDef, *, run_id: str, input
             return HeartbeatOutcome(
                 ExecResult(status=res.status, output=_joined(outputs), summary=summary,
                            error=f"heartbeat iteration {i}: {res.error or res.status}",
-                           exit_code=res.exit_code, usage=res.usage),
+                           exit_code=res.exit_code, usage=total_usage(usages)),
                 stop, records, ctx, recorded)
         prev_summary = summary
         if answer == "sleep":
             return HeartbeatOutcome(
                 ExecResult(status="succeeded", output=_joined(outputs), summary=summary,
-                           exit_code=res.exit_code, usage=res.usage),
+                           exit_code=res.exit_code, usage=total_usage(usages)),
                 STOP_SLEEP, records, ctx, recorded)
     assert last is not None
     warning = (f"warning: heartbeat stopped after max_iterations ({max_iter}) without the agent "
                f"answering sleep (last answer: {records[-1].action or 'nothing'})")
     return HeartbeatOutcome(
         ExecResult(status="succeeded", output=_joined(outputs), summary=prev_summary,
-                   error=warning, exit_code=last.exit_code, usage=last.usage),
+                   error=warning, exit_code=last.exit_code, usage=total_usage(usages)),
         STOP_MAX, records, ctx, recorded)
 
 

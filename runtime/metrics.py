@@ -72,6 +72,10 @@ DELIVERY_FINAL = ("delivered", "failed")
 log = logging.getLogger(__name__)
 
 _FINAL_SQL = ",".join(f"'{s}'" for s in sorted(FINAL_RUN_STATUSES))
+#: The store's running runs. The IN term lets SQLite use the partial index of unfinished runs
+#: (``ix_runs_inflight``) instead of scanning the whole run history at every health probe.
+IN_FLIGHT_SQL = ("SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'running')"
+                 " AND status = 'running'")
 
 
 class InFlightSource(Protocol):
@@ -275,11 +279,16 @@ class CronMetrics:
                          average_execution_time_ms=round(total_ms / count, 3) if count else 0.0,
                          longest_run_ms=float(longest))
 
-    def in_flight(self) -> int:
-        """Runs executing now."""
+    def in_flight(self, *, stored: int | None = None) -> int:
+        """Runs executing now: the in-process scheduler's while it holds the lease, else the
+        store's (``stored``: :meth:`store_in_flight` already read by the caller)."""
         if self.scheduler is not None and self._live():
             return int(self.scheduler.in_flight)
-        return int(self.store.query("SELECT COUNT(*) FROM runs WHERE status = 'running'")[0][0])
+        return self.store_in_flight() if stored is None else stored
+
+    def store_in_flight(self) -> int:
+        """The store's ``running`` runs."""
+        return int(self.store.query(IN_FLIGHT_SQL)[0][0])
 
     def collect(self) -> Iterator[Metric]:
         """The collector protocol of prometheus-client (called at each scrape)."""

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from compiler.ir import AUDIT_LEVELS, BUILTIN_CHANNELS, CATCHUP_POLICIES, SESSION_MODES
+from runtime.api import MAX_OFFSET, MAX_PAGE
 from runtime.store import JOB_STATUSES, RUN_COLUMNS, RUN_STATUSES
 
 P = "/api/v1"
@@ -286,6 +287,11 @@ _ID = {"name": "id", "in": "path", "required": True, "schema": _s("string"),
        "description": "job id or name"}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _s("string")}
 _LIMIT = _q("limit", _s("integer", minimum=1, maximum=1000), "most recent runs to return")
+#: Pagination of the job lists (by name); without them a list has every job.
+_PAGE = [_q("limit", _s("integer", minimum=1, maximum=MAX_PAGE),
+            "at most this many jobs (default: all); a shorter page is the last"),
+         _q("offset", _s("integer", minimum=0, maximum=MAX_OFFSET),
+            "skip this many jobs of the name order first (default 0)")]
 _RUN_STATUS = _q("status", _s("string", enum=list(RUN_STATUSES)), "only runs in this status")
 _METRICS_TEXT = {"text/plain": {"schema": _s("string")}}
 
@@ -301,7 +307,7 @@ def _paths() -> dict[str, Any]:
                            _q("status", _s("string", enum=list(JOB_STATUSES)), "job status"),
                            _q("agent_id", _s("string"), "agent name"),
                            _q("agent_name", _s("string"), "agent name (SDK spelling)"),
-                           _q("agent", _s("string"), "agent name")]),
+                           _q("agent", _s("string"), "agent name"), *_PAGE]),
         },
         f"{P}/schedule/{{id}}": {
             "parameters": [_ID],
@@ -329,7 +335,8 @@ def _paths() -> dict[str, Any]:
             _ref("NextRun"), errors=(404,), tags=seed)},
         f"{P}/schedules": {
             "get": _op("listSchedules", "List jobs (SDK shape)", 200,
-                       _s("array", items=_ref("ScheduleSummary")), tags=sdk),
+                       _s("array", items=_ref("ScheduleSummary")), errors=(422,), tags=sdk,
+                       params=_PAGE),
             "post": _op("createSchedule", "Create a job (SDK shape)", 201,
                         _ref("CreateScheduleResponse"), errors=(409,), body="JobSpec",
                         tags=sdk),

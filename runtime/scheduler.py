@@ -89,7 +89,7 @@ from runtime.executor import (
 )
 from runtime.heartbeat import record_iteration, run_heartbeat
 from runtime.policy import ALLOW, Allow, Decision, Deny, PolicyGate, RequireApproval
-from runtime.sessions import DEFAULT_SESSION_MAX_BYTES, EPHEMERAL_WITH_SUMMARY, SessionManager
+from runtime.sessions import EPHEMERAL_WITH_SUMMARY, SessionManager
 from runtime.store import (
     FAILURE_STATUSES,
     FINAL_RUN_STATUSES,
@@ -134,6 +134,32 @@ _ONE_US = timedelta(microseconds=1)
 EventCallback = Callable[[str, dict[str, Any]], None]
 
 
+def local_owner_id() -> str:
+    """This process's scheduler id, ``host:pid`` (what :func:`lease_holder_is_dead` reads)."""
+    return f"{os.uname().nodename}:{os.getpid()}"
+
+
+def lease_holder_is_dead(holder: object) -> bool:
+    """True if ``holder`` is a ``host:pid`` id of THIS host whose process no longer exists (a
+    scheduler killed with SIGKILL, or a crashed machine's process after a reboot): its lease
+    may be taken over at once. Anything else — another host, a process that exists (even one
+    owned by another user), an id of another form — counts as alive: its lease runs out."""
+    if not isinstance(holder, str) or ":" not in holder:
+        return False
+    host, _, pid = holder.rpartition(":")
+    if host != os.uname().nodename or not pid.isdigit() or int(pid) <= 0:
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # exists but not ours (EPERM), or not a valid pid
+        return False
+    return False
+
+
 def _ms(delta: timedelta) -> int:
     return max(0, int(delta.total_seconds() * 1000))
 
@@ -156,7 +182,7 @@ class _Run(RunRecord):
     @classmethod
     def from_stored(cls, row: RunRow, job: JobDef) -> _Run:
         """A mutable in-memory copy of a stored run."""
-        run = cls(**{name: getattr(row, name) for name in RUN_COLUMNS})
+        run = cls(**{name: getattr(row, name) for name in RUN_COLUMNS}, usage=row.usage)
         run.job = job
         return run
 
@@ -195,7 +221,7 @@ class Scheduler:
         environment name and ``[agentpin]`` settings and the ``llm`` executor its providers;
         without it the gate reads ``SYMBI_ENV``/``SYMBI_AGENTPIN_*`` from ``env``. ``gate``
         replaces the gate altogether (tests). ``session_max_bytes`` caps a shared session
-        (default ``config.session_max_bytes`` if the config has it, else 256 KiB)."""
+        (default ``[scheduler] session_max_bytes``, 256 KiB)."""
         self.store = store
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -210,8 +236,7 @@ class Scheduler:
                     if app_config is not None else PolicyGate.from_env(env, store=store))
         self.gate = gate
         if session_max_bytes is None:
-            session_max_bytes = int(getattr(config, "session_max_bytes",
-                                            DEFAULT_SESSION_MAX_BYTES))
+            session_max_bytes = int(config.session_max_bytes)
         self.sessions = SessionManager(store, max_bytes=session_max_bytes)
         self._approval_due: datetime | None = None  # earliest expiry of a pending approval
         self._claim_more = False  # the last claim was cut at its chunk size: more is due
@@ -277,6 +302,7 @@ class Scheduler:
             return
         payload = {name: getattr(run, name) for name in RUN_COLUMNS if name != "output"}
         payload["run_id"] = run.id
+        payload["usage"] = run.usage
         payload["at"] = self.clock.now()
         payload.update(extra)
         self._emit(kind, payload)
@@ -317,8 +343,17 @@ class Scheduler:
         announced = False
         while not stop.is_set():
             now = self.clock.now()
+            taken_from: str | None = None
             try:
                 got = self.store.try_acquire_lease(self.owner_id, ttl, now)
+                if not got:
+                    # a holder on this host whose process is gone renews nothing: do not wait
+                    # for its lease to run out (the update checks the row still names it)
+                    info = self.store.lease_info()
+                    if (info is not None and info.owner != self.owner_id
+                            and lease_holder_is_dead(info.owner)):
+                        got = self.store.take_over_lease(self.owner_id, info.owner, ttl, now)
+                        taken_from = info.owner if got else None
             except StoreError as e:
                 log.warning("lease: %s", e)
                 got = False
@@ -326,7 +361,10 @@ class Scheduler:
                 self._holding_lease = True
                 self._lease_renew_at = now + timedelta(seconds=ttl / 3)
                 self._claiming = True
-                self._emit("lease_acquired", {"owner": self.owner_id, "at": now})
+                if taken_from is not None:
+                    log.info("took over the lease of %s (no such process)", taken_from)
+                self._emit("lease_acquired", {"owner": self.owner_id, "at": now,
+                                              "taken_over_from": taken_from})
                 return True
             info = self.store.lease_info()
             payload = {"owner": self.owner_id, "at": now,
@@ -507,6 +545,10 @@ class Scheduler:
             if self._claiming and nd is not None and nd <= now:
                 self._claim(now)
                 nd = self.store.next_due_time()
+            else:
+                # nothing left to claim: a burst whose last chunk was exactly full is over, so
+                # results must flush normally again
+                self._claim_more = False
         except LeaseLost:
             raise
         except (StoreError, sqlite3.Error) as e:
@@ -864,6 +906,7 @@ class Scheduler:
                 run.output = res.output
                 run.error = res.error
                 run.exit_code = res.exit_code
+                run.usage = res.usage  # token usage of an `llm` run, stored with the run
                 if res.output or res.summary:
                     run.summary = derive_summary(res.output, res.summary)
                 if res.status == "timed_out" and run.stop_reason is None:

@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import operator
 import os
 import secrets
 import sqlite3
@@ -361,9 +362,33 @@ def plain(obj: Any) -> Any:
     return obj
 
 
+@functools.lru_cache(maxsize=64)
+def _field_getter(cls: Any) -> Callable[[Any], tuple[Any, ...]]:
+    """All field values of a dataclass instance in one C-level call."""
+    names = _field_names(cls)
+    if len(names) > 1:
+        return operator.attrgetter(*names)
+    return lambda obj: tuple(getattr(obj, n) for n in names)
+
+
+def _json_default(obj: Any) -> Any:
+    # The encoder meets dataclasses nested in a definition here (tuples it encodes as lists
+    # itself); anything else becomes its str(), as in audit.canonical_json.
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        t = type(obj)
+        return dict(zip(_field_names(t), _field_getter(t)(obj), strict=True))
+    return str(obj)
+
+
+# Same output as audit.canonical_json(plain(obj)) (sorted keys, compact, UTF-8 kept) without
+# building the intermediate dicts and lists: deploying 100,000 jobs serialises each one.
+_DEFINITION_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                                    default=_json_default)
+
+
 def canonical_definition(obj: JobDef | AgentDef) -> str:
     """The stored JSON of a definition (sorted keys, compact): equal definitions, equal text."""
-    return audit.canonical_json(plain(obj))
+    return _DEFINITION_JSON.encode(_json_default(obj))
 
 
 def _hash(text: str) -> str:
@@ -415,7 +440,9 @@ RUN_COLUMNS = ("id", "job_id", "job_name", "scheduled_for", "trigger", "status",
                "retry_of", "owner", "due_at", "created_at", "started_at", "finished_at",
                "duration_ms", "lateness_ms", "jitter_ms", "start_delay_ms", "input", "output",
                "summary", "error", "stop_reason", "exit_code")
-_RUN_SELECT = "SELECT " + ", ".join(RUN_COLUMNS) + " FROM runs"
+#: ``usage`` (migration 2) is selected and written after those columns: it is not one of them
+#: because :data:`RUN_COLUMNS` is also the shape of a run in the HTTP API (a closed schema).
+_RUN_SELECT = "SELECT " + ", ".join(RUN_COLUMNS) + ", usage FROM runs"
 _RUN_TIME_FIELDS = frozenset({"scheduled_for", "due_at", "created_at", "started_at",
                               "finished_at"})
 
@@ -447,14 +474,34 @@ class RunRow:
     error: str | None
     stop_reason: str | None
     exit_code: int | None
+    # token usage of an `llm` run (ExecResult.usage: provider, model, prompt_tokens,
+    # completion_tokens, total_tokens, finish_reason, attempts); None for other runs
+    usage: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Stable JSON shape (every column; times as ISO-8601)."""
+    def to_dict(self, *, with_usage: bool = False) -> dict[str, Any]:
+        """Stable JSON shape (every column of :data:`RUN_COLUMNS`; times as ISO-8601), plus
+        ``usage`` with ``with_usage`` (the CLI's records; the API's run schema lacks it)."""
         out: dict[str, Any] = {}
         for name in RUN_COLUMNS:
             v = getattr(self, name)
             out[name] = _iso(v) if name in _RUN_TIME_FIELDS else v
+        if with_usage:
+            out["usage"] = self.usage
         return out
+
+
+def _usage_json(usage: dict[str, Any] | None) -> str | None:
+    return None if usage is None else json.dumps(usage, sort_keys=True, separators=(",", ":"))
+
+
+def _usage_from(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:  # written by hand or by a broken tool: shown as missing
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRow:
@@ -462,6 +509,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRow:
     for i, name in enumerate(RUN_COLUMNS):
         if name in _RUN_TIME_FIELDS:
             vals[i] = parse_ts(vals[i])
+    vals[-1] = _usage_from(vals[-1])
     return RunRow(*vals)
 
 
@@ -492,16 +540,17 @@ class RunRecord:
     error: str | None = None
     stop_reason: str | None = None
     exit_code: int | None = None
+    usage: dict[str, Any] | None = None
 
     def insert_values(self, ts: Callable[[datetime | None], str | None] = _ts
                       ) -> tuple[Any, ...]:
-        """Values in :data:`RUN_COLUMNS` order."""
+        """Values in :data:`RUN_COLUMNS` order, then ``usage``."""
         return (self.id, self.job_id, self.job_name, ts(self.scheduled_for), self.trigger,
                 self.status, self.attempt, self.retry_of, self.owner, ts(self.due_at),
                 ts(self.created_at), ts(self.started_at), ts(self.finished_at),
                 self.duration_ms, self.lateness_ms, self.jitter_ms, self.start_delay_ms,
                 self.input, self.output, self.summary, self.error, self.stop_reason,
-                self.exit_code)
+                self.exit_code, None if self.usage is None else _usage_json(self.usage))
 
     def update_values(self, ts: Callable[[datetime | None], str | None] = _ts
                       ) -> tuple[Any, ...]:
@@ -509,30 +558,31 @@ class RunRecord:
         return (self.status, self.owner, ts(self.due_at), ts(self.started_at),
                 ts(self.finished_at), self.duration_ms, self.lateness_ms, self.jitter_ms,
                 self.start_delay_ms, self.output, self.summary, self.error, self.stop_reason,
-                self.exit_code, self.id)
+                self.exit_code, None if self.usage is None else _usage_json(self.usage),
+                self.id)
 
     @classmethod
     def from_row(cls, row: RunRow) -> RunRecord:
         """A mutable copy of a stored run."""
-        return cls(**{name: getattr(row, name) for name in RUN_COLUMNS})
+        return cls(**{name: getattr(row, name) for name in RUN_COLUMNS}, usage=row.usage)
 
 
 #: Claims: the job row was read in the same transaction, so it exists; a taken occurrence is
 #: skipped (ON CONFLICT DO NOTHING) and reported back.
 _RUN_CLAIM_SQL = (
-    "INSERT INTO runs (" + ", ".join(RUN_COLUMNS) + ") VALUES ("
-    + ", ".join("?" * len(RUN_COLUMNS)) + ") ON CONFLICT DO NOTHING"
+    "INSERT INTO runs (" + ", ".join(RUN_COLUMNS) + ", usage) VALUES ("
+    + ", ".join("?" * (len(RUN_COLUMNS) + 1)) + ") ON CONFLICT DO NOTHING"
 )
 #: Retries and manual runs: the job may have been deleted meanwhile; then nothing is inserted.
 _RUN_INSERT_SQL = (
-    "INSERT INTO runs (" + ", ".join(RUN_COLUMNS) + ") SELECT "
-    + ", ".join("?" * len(RUN_COLUMNS))
+    "INSERT INTO runs (" + ", ".join(RUN_COLUMNS) + ", usage) SELECT "
+    + ", ".join("?" * (len(RUN_COLUMNS) + 1))
     + " WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?) ON CONFLICT DO NOTHING"
 )
 _RUN_UPDATE_SQL = (
     "UPDATE runs SET status = ?, owner = ?, due_at = ?, started_at = ?, finished_at = ?,"
     " duration_ms = ?, lateness_ms = ?, jitter_ms = ?, start_delay_ms = ?, output = ?,"
-    " summary = ?, error = ?, stop_reason = ?, exit_code = ? WHERE id = ?"
+    " summary = ?, error = ?, stop_reason = ?, exit_code = ?, usage = ? WHERE id = ?"
 )
 
 
@@ -641,9 +691,41 @@ class BatchResult:
 
 _JOB_COLS = ("id, name, definition, def_hash, status, origin, next_run, last_run, run_count,"
              " failure_count, consecutive_failures, created_at, updated_at")
+_JOB_STATE_COLS = ("id, name, def_hash, status, origin, next_run, last_run, run_count,"
+                   " failure_count, consecutive_failures, created_at, updated_at")
 _JOB_INSERT_SQL = ("INSERT INTO jobs (id, name, agent, definition, def_hash, status, origin,"
                    " next_run, last_run, run_count, failure_count, consecutive_failures,"
                    " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+# deploy(): jobs prepared and written per step, and how many of the deployed definitions are
+# kept in the definition cache (enough for a large burst right after deploying; a
+# definition not kept is read back by the claim that first needs it).
+_DEPLOY_CHUNK = 2_000
+_DEPLOY_DEF_CACHE = 16_384
+# A deployment of at least _DEPLOY_LARGE jobs is written with a page cache of
+# _DEPLOY_CACHE_KIB KiB (see SqliteStore._deploy_page_cache).
+_DEPLOY_LARGE = 10_000
+_DEPLOY_CACHE_KIB = 8_192
+
+
+def _jobs_sql(cols: str, status: str | None, agent: str | None, limit: int | None,
+              offset: int) -> tuple[str, list[Any]]:
+    """The jobs query of :meth:`SqliteStore.list_jobs` (ordered by name, filtered, paged)."""
+    sql = f"SELECT {cols} FROM jobs"
+    where: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        where.append("status = ?")
+        args.append(status)
+    if agent is not None:
+        where.append("agent = ?")
+        args.append(agent)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY name"
+    if limit is not None or offset:
+        sql += " LIMIT ? OFFSET ?"
+        args += [-1 if limit is None else limit, offset]
+    return sql, args
 
 
 class SqliteStore:
@@ -841,20 +923,47 @@ class SqliteStore:
         with self._lock:
             return self._find_job(ref)
 
-    def list_jobs(self, *, status: str | None = None, agent: str | None = None) -> list[JobRow]:
-        """Jobs ordered by name, optionally filtered by status and agent name."""
-        sql = f"SELECT {_JOB_COLS} FROM jobs"
-        where, args = [], []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if agent is not None:
-            where.append("agent = ?")
-            args.append(agent)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+    def list_jobs(self, *, status: str | None = None, agent: str | None = None,
+                  limit: int | None = None, offset: int = 0) -> list[JobRow]:
+        """Jobs ordered by name, optionally filtered by status and agent name; ``limit`` and
+        ``offset`` select a page of that order (default: all)."""
+        sql, args = _jobs_sql(_JOB_COLS, status, agent, limit, offset)
         with self._lock:
-            return [self._job_row(r) for r in self._conn.execute(sql + " ORDER BY name", args)]
+            return [self._job_row(r) for r in self._conn.execute(sql, args)]
+
+    def job_states(self, *, status: str | None = None, agent: str | None = None,
+                   limit: int | None = None, offset: int = 0) -> list[tuple[Any, ...]]:
+        """What :meth:`list_jobs` selects, as raw rows without the definition text, in one
+        query: ``(id, name, def_hash, status, origin, next_run, last_run, run_count,
+        failure_count, consecutive_failures, created_at, updated_at)``, times as stored.
+
+        Every column a job's row depends on is here (the definition through its hash), so a
+        list endpoint can reuse what it built from an equal tuple and fetch full rows
+        (:meth:`get_jobs`) only for the tuples it has not seen."""
+        sql, args = _jobs_sql(_JOB_STATE_COLS, status, agent, limit, offset)
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def get_jobs(self, ids: Sequence[str]) -> dict[str, JobRow]:
+        """The jobs with these ids, by id (unknown ids are absent); one query per 500 ids."""
+        out: dict[str, JobRow] = {}
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i:i + 500])
+                marks = ",".join("?" * len(chunk))
+                for r in self._conn.execute(
+                        f"SELECT {_JOB_COLS} FROM jobs WHERE id IN ({marks})", chunk):
+                    out[r[0]] = self._job_row(r)
+        return out
+
+    def write_token(self) -> tuple[int, int]:
+        """Changes after every write to the database: a commit by another connection
+        (``PRAGMA data_version``) or any row changed through this one (``total_changes``: the
+        scheduler's batch writes included, unlike :meth:`change_token`). Equal tokens mean
+        an unchanged database, so a reader may reuse what it computed from it."""
+        with self._lock:
+            return (int(self._conn.execute("PRAGMA data_version").fetchone()[0]),
+                    self._conn.total_changes)
 
     def count_jobs(self) -> dict[str, int]:
         """Number of jobs per status (every status present, zeros included)."""
@@ -925,6 +1034,23 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ deploy
 
+    @contextmanager
+    def _deploy_page_cache(self, n_jobs: int) -> Iterator[None]:
+        """A small SQLite page cache while a large deployment is written. Writing 100,000 jobs
+        touches ~160 MB of pages: with the scheduler's 64 MiB cache the deploying process
+        (``symbi up BUNDLE``) would keep 64 MiB of them; 8 MiB is as fast for this
+        append-mostly write. The scheduler's size is restored afterwards."""
+        if n_jobs < _DEPLOY_LARGE or self.readonly:
+            yield
+            return
+        with self._lock:
+            saved = int(self._conn.execute("PRAGMA cache_size").fetchone()[0])
+            self._conn.execute(f"PRAGMA cache_size = {-_DEPLOY_CACHE_KIB}")
+            try:
+                yield
+            finally:
+                self._conn.execute(f"PRAGMA cache_size = {saved}")
+
     def deploy(self, jobs: Sequence[JobDef], agents: Sequence[AgentDef], *,
                prune: str | None = None, actor: str = "deploy", now: datetime | None = None,
                prune_origins: Sequence[str] = ("bundle",)) -> DeployReport:
@@ -944,10 +1070,6 @@ class SqliteStore:
             raise StoreError(f"duplicate job names in the deployment: {', '.join(dup)}")
         now = self._now(now)
         nowt = format_ts(now)
-        prepared = []
-        for j in jobs:
-            text = canonical_definition(j)
-            prepared.append((j, text, _hash(text)))
         created: list[str] = []
         updated: list[str] = []
         unchanged: list[str] = []
@@ -961,54 +1083,74 @@ class SqliteStore:
         def first(job: JobDef) -> datetime | None:
             key = (job.cron, job.at, job.timezone)
             if key not in first_cache:
+                if len(first_cache) >= 4096:  # many distinct schedules: keep it small
+                    first_cache.clear()
                 first_cache[key] = first_run(job, now)
             return first_cache[key]
 
-        with self._write() as conn:
+        def_cache = self._def_cache
+        fmt = _TsMemo()  # every event of a deployment has the same time
+        with self._deploy_page_cache(len(jobs)), self._write() as conn:
             self._upsert_agents_locked(conn, agents, nowt, a_created, a_updated, a_unchanged)
-            existing = {r[1]: r for r in conn.execute(f"SELECT {_JOB_COLS} FROM jobs")}
-            inserts = []
-            for job, text, h in prepared:
-                old = existing.get(job.name)
-                if old is None:
-                    status = "active" if job.enabled else "paused"
-                    nr = first(job)
-                    jid = new_job_id()
-                    inserts.append((jid, job.name, job.agent, text, h, status, "bundle",
-                                    _ts(nr), None, 0, 0, 0, nowt, nowt))
-                    created.append(job.name)
-                    events.append(NewAuditEvent(
-                        audit.CRON_JOB_CREATED, now, actor, jid, job.name,
-                        details={"origin": "bundle", "agent": job.agent,
-                                 "schedule": job.cron or f"at {job.at}", "status": status,
-                                 "next_run": _iso(nr)}))
-                    self._def_cache.setdefault(h, job)
-                    continue
-                if old[3] == h and old[5] == "bundle":
-                    unchanged.append(job.name)
-                    continue
-                self._update_job_locked(conn, self._job_row(old), job, text, h, now, actor,
-                                        events, origin="bundle", first=first)
-                updated.append(job.name)
-            if inserts:
-                conn.executemany(_JOB_INSERT_SQL, inserts)
+            # Only what the comparison needs: the definitions of a large deployment would
+            # otherwise all be in memory at once (the full row is read for changed jobs).
+            existing = {r[1]: r for r in conn.execute(
+                "SELECT id, name, def_hash, status, origin FROM jobs")}
+            # In chunks, each written (jobs and their audit events) before the next is built:
+            # the rows, texts and events of 100,000 jobs need not all exist at once.
+            for i in range(0, len(jobs), _DEPLOY_CHUNK):
+                inserts = []
+                for job in jobs[i:i + _DEPLOY_CHUNK]:
+                    text = canonical_definition(job)
+                    h = _hash(text)
+                    old = existing.get(job.name)
+                    if old is None:
+                        status = "active" if job.enabled else "paused"
+                        nr = first(job)
+                        jid = new_job_id()
+                        inserts.append((jid, job.name, job.agent, text, h, status, "bundle",
+                                        _ts(nr), None, 0, 0, 0, nowt, nowt))
+                        created.append(job.name)
+                        events.append(NewAuditEvent(
+                            audit.CRON_JOB_CREATED, now, actor, jid, job.name,
+                            details={"origin": "bundle", "agent": job.agent,
+                                     "schedule": job.cron or f"at {job.at}", "status": status,
+                                     "next_run": _iso(nr)}))
+                        # Kept for the scheduler's first claims, up to a bound: a large
+                        # deployment must not pin every definition (claims load the rest).
+                        if len(def_cache) < _DEPLOY_DEF_CACHE:
+                            def_cache.setdefault(h, job)
+                        continue
+                    if old[2] == h and old[4] == "bundle":
+                        unchanged.append(job.name)
+                        continue
+                    row = conn.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?",
+                                       (old[0],)).fetchone()
+                    self._update_job_locked(conn, self._job_row(row), job, text, h, now, actor,
+                                            events, origin="bundle", first=first)
+                    updated.append(job.name)
+                if inserts:
+                    conn.executemany(_JOB_INSERT_SQL, inserts)
+                if events:
+                    audit.append_events(conn, events, fmt)
+                    events = []
             if prune is not None:
                 wanted = set(names)
                 for name, old in existing.items():
-                    if name in wanted or old[5] not in prune_origins:
+                    if name in wanted or old[4] not in prune_origins:
                         continue
                     if prune == "delete":
                         conn.execute("DELETE FROM jobs WHERE id = ?", (old[0],))
                         events.append(NewAuditEvent(audit.CRON_JOB_DELETED, now, actor, old[0],
                                                     name, details={"reason": "pruned"}))
                         pruned.append(name)
-                    elif old[4] in ("active", "dead_letter"):
+                    elif old[3] in ("active", "dead_letter"):
                         conn.execute("UPDATE jobs SET status = 'paused', updated_at = ?"
                                      " WHERE id = ?", (nowt, old[0]))
                         events.append(NewAuditEvent(audit.CRON_JOB_PAUSED, now, actor, old[0],
                                                     name, details={"reason": "pruned"}))
                         pruned.append(name)
-            audit.append_events(conn, events, format_ts)
+            audit.append_events(conn, events, fmt)
         report = DeployReport(
             created=tuple(sorted(created)), updated=tuple(sorted(updated)),
             unchanged=tuple(sorted(unchanged)), pruned=tuple(sorted(pruned)), prune=prune,
@@ -1390,6 +1532,22 @@ class SqliteStore:
                 conn.execute("INSERT OR REPLACE INTO lease (id, owner, expires_at, acquired_at)"
                              " VALUES (1, ?, ?, ?)", (owner, expires, nowt))
         return True
+
+    def take_over_lease(self, owner: str, dead_holder: str, ttl_seconds: float,
+                        now: datetime | None = None) -> bool:
+        """Take the lease from ``dead_holder`` — a scheduler known to be gone (see
+        ``runtime.scheduler.lease_holder_is_dead``) — without waiting for it to expire. One
+        ``BEGIN IMMEDIATE`` transaction replaces the row only if it still names
+        ``dead_holder``: if another standby took over first, or the row changed, nothing is
+        written and the result is False (the caller goes on waiting)."""
+        now = self._now(now)
+        nowt = format_ts(now)
+        with self._write() as conn:
+            cur = conn.execute("UPDATE lease SET owner = ?, expires_at = ?, acquired_at = ?"
+                               " WHERE id = 1 AND owner = ?",
+                               (owner, format_ts(now + timedelta(seconds=ttl_seconds)), nowt,
+                                dead_holder))
+            return cur.rowcount == 1
 
     def release_lease(self, owner: str) -> None:
         """Give the lease up (only if ``owner`` holds it)."""

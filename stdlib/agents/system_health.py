@@ -3,14 +3,21 @@
 Needs no network and no API key, so the examples and the README demo run anywhere. The
 summary is one line ending in a status word: ``OK``, or ``WARN (reasons)`` when memory or a
 disk is more than 90 % used or the 1-minute load exceeds twice the CPU count.
+
+The thresholds can be set per job in the input: ``memory=95 disk=98 load_per_cpu=4`` (any of
+the three, separated by spaces or commas) or the JSON object ``{"memory": 95, …}``. Other words
+in the input are ignored; a known name with a bad value, or an unknown ``name=value``, fails
+the run with a message naming it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -21,6 +28,56 @@ if TYPE_CHECKING:
 MEM_WARN_PERCENT = 90.0
 DISK_WARN_PERCENT = 90.0
 LOAD_WARN_PER_CPU = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Warn when memory or a disk is more than this many percent used, or the 1-minute load
+    is more than ``load_per_cpu`` times the CPU count."""
+
+    memory: float = MEM_WARN_PERCENT
+    disk: float = DISK_WARN_PERCENT
+    load_per_cpu: float = LOAD_WARN_PER_CPU
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+_THRESHOLD_NAMES = ("memory", "disk", "load_per_cpu")
+_PAIR = re.compile(r"([A-Za-z_][\w.-]*)=(\S*)")
+
+
+def _threshold(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"system_health: threshold `{name}` must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"system_health: threshold `{name}` must be a number, "
+                         f"got {value!r}") from None
+    if not number >= 0 or number == float("inf"):  # also refuses NaN
+        raise ValueError(f"system_health: threshold `{name}` must be a finite number >= 0, "
+                         f"got {value!r}")
+    return number
+
+
+def parse_thresholds(text: str) -> Thresholds:
+    """The thresholds an input sets (see the module docstring); defaults for the rest."""
+    text = (text or "").strip()
+    values: dict[str, object] = {}
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            values = data
+    if not values:
+        values = {m.group(1): m.group(2) for m in _PAIR.finditer(text.replace(",", " "))}
+    unknown = sorted(k for k in values if k not in _THRESHOLD_NAMES)
+    if unknown:
+        raise ValueError(f"system_health: unknown threshold `{unknown[0]}` (known: "
+                         f"{', '.join(_THRESHOLD_NAMES)})")
+    return replace(DEFAULT_THRESHOLDS,
+                   **{k: _threshold(k, v) for k, v in values.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +102,16 @@ class HealthSnapshot:
     disks: tuple[DiskUse, ...]  # "/" first, then the working directory's filesystem if other
     uptime_seconds: float
 
-    def warnings(self) -> list[str]:
+    def warnings(self, t: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
         """Why the machine needs attention; empty when all is well."""
         out: list[str] = []
-        if self.mem_percent > MEM_WARN_PERCENT:
+        if self.mem_percent > t.memory:
             out.append(f"memory {self.mem_percent:.0f}% used")
         for d in self.disks:
-            if d.percent > DISK_WARN_PERCENT:
+            if d.percent > t.disk:
                 out.append(f"disk {d.path} {d.percent:.0f}% used")
-        if self.load[0] > LOAD_WARN_PER_CPU * self.cpus:
-            out.append(f"load {self.load[0]:.2f} > {LOAD_WARN_PER_CPU:g}x{self.cpus} cpu")
+        if self.load[0] > t.load_per_cpu * self.cpus:
+            out.append(f"load {self.load[0]:.2f} > {t.load_per_cpu:g}x{self.cpus} cpu")
         return out
 
 
@@ -114,10 +171,10 @@ def _duration(seconds: float) -> str:
     return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m"
 
 
-def summary_line(s: HealthSnapshot) -> str:
+def summary_line(s: HealthSnapshot, t: Thresholds = DEFAULT_THRESHOLDS) -> str:
     """``load 0.52/0.40/0.33 (2 cpu), mem 31% used, disk / 63% used: OK``."""
     disks = ", ".join(f"disk {d.path} {d.percent:.0f}% used" for d in s.disks)
-    warnings = s.warnings()
+    warnings = s.warnings(t)
     status = f"WARN ({'; '.join(warnings)})" if warnings else "OK"
     l1, l5, l15 = s.load
     return (
@@ -126,7 +183,7 @@ def summary_line(s: HealthSnapshot) -> str:
     )
 
 
-def report(s: HealthSnapshot) -> str:
+def report(s: HealthSnapshot, t: Thresholds = DEFAULT_THRESHOLDS) -> str:
     """A readable multi-line report of ``s``."""
     l1, l5, l15 = s.load
     lines = [
@@ -141,15 +198,15 @@ def report(s: HealthSnapshot) -> str:
             f"{d.percent:.1f}% used"
         )
     lines.append(f"  uptime        {_duration(s.uptime_seconds)}")
-    warnings = s.warnings()
+    warnings = s.warnings(t)
     lines.append("  status        " + ("WARN: " + "; ".join(warnings) if warnings else "OK"))
     return "\n".join(lines)
 
 
-def heartbeat_answer(s: HealthSnapshot) -> str:
+def heartbeat_answer(s: HealthSnapshot, t: Thresholds = DEFAULT_THRESHOLDS) -> str:
     """The last line of a heartbeat iteration: ``sleep`` when all is well, else the action to
     take (an alert naming what is wrong)."""
-    warnings = s.warnings()
+    warnings = s.warnings(t)
     return "sleep" if not warnings else "alert: " + "; ".join(warnings)
 
 
@@ -158,13 +215,15 @@ def run(input: str, context: AgentContext | None = None) -> dict[str, Any]:
 
     As a heartbeat agent (the runtime sets ``symbi.heartbeat`` in the context's memory) the
     report ends with a last line ``sleep`` when all is well, or ``alert: …`` (the heartbeat
-    then assesses again, up to its ``max_iterations``).
+    then assesses again, up to its ``max_iterations``). The input may set the thresholds
+    (:func:`parse_thresholds`).
     """
+    t = parse_thresholds(input)
     s = snapshot()
-    out = report(s)
+    out = report(s, t)
     if context is not None and context.memory.get("symbi.heartbeat") == "true":
-        out += "\n" + heartbeat_answer(s)
-    return {"output": out, "summary": summary_line(s)}
+        out += "\n" + heartbeat_answer(s, t)
+    return {"output": out, "summary": summary_line(s, t)}
 
 
 # Reads a few /proc files and one statvfs per disk (tens of microseconds, measured): cheap

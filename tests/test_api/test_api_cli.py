@@ -159,3 +159,91 @@ async def test_a_refused_configuration_stops_up(tmp_path: Path) -> None:
     with pytest.raises(ApiStartError, match="without an API key"):
         await service.start()
     store.close()
+
+
+METRICS_JOBS = JOB.replace('  cron: "0 * * * *"\n', '  cron: "0 * * * *"\n  delivery: ["stdout"]\n') + """
+agent "broken" {
+  command: "echo boom >&2; exit 3"
+}
+
+agent "slow" {
+  command: "sleep 1.2"
+}
+
+schedule {
+  name: "flaky"
+  agent: "broken"
+  cron: "* * * * * *"
+  max_retries: 0
+}
+
+schedule {
+  name: "busy"
+  agent: "slow"
+  cron: "* * * * * *"
+}
+"""
+
+
+async def test_symbi_up_exposes_every_documented_metric(tmp_path: Path) -> None:
+    """A real `symbi up`: after a failure that dead-letters, a concurrency skip, a triggered
+    success and its stdout delivery, GET /metrics (public, no key) is Prometheus text with
+    every documented family and the right values."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from runtime.metrics import metric_names
+
+    (tmp_path / "jobs.symbi").write_text(METRICS_JOBS)
+    proc = await _start(tmp_path, "up", "jobs.symbi", "--for", "30s")
+    try:
+        base, _ = await _url(proc)
+        root = base.removesuffix("/api/v1")
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{base}/schedules/hourly/trigger",
+                              headers={"Authorization": "Bearer cli-key"}) as r:
+                assert r.status == 200
+            smp: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            types: dict[str, str] = {}
+            awaited = [("symbiont_cron_skipped_total",  # a busy occurrence (about 2 s)
+                        (("job_name", "busy"), ("reason", "concurrency"))),
+                       ("symbiont_cron_deliveries_total",
+                        (("channel", "stdout"), ("status", "delivered"))),
+                       ("symbiont_cron_dead_letter_total", (("job_name", "flaky"),))]
+            for _ in range(500):  # until each of those has happened
+                async with s.get(f"{root}/metrics") as r:
+                    assert r.status == 200 and r.content_type == "text/plain"
+                    text = await r.text()
+                families = list(text_string_to_metric_families(text))
+                types = {f.name: f.type for f in families}
+                smp = {(x.name, tuple(sorted(x.labels.items()))): x.value
+                       for f in families for x in f.samples}
+                if all(smp.get(k) for k in awaited):
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    # every documented name (the parser names a counter family without `_total`)
+    exposed = {f"{n}_total" if t == "counter" else n for n, t in types.items()}
+    assert exposed == set(metric_names())
+    assert types["symbiont_cron_execution_duration_seconds"] == "histogram"
+    assert types["symbiont_cron_in_flight_jobs"] == types["symbiont_cron_jobs"] == "gauge"
+
+    def v(name: str, **labels: str) -> float:
+        return smp.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert v("symbiont_cron_runs_total", job_name="flaky", status="failed") == 1
+    assert v("symbiont_cron_dead_letter_total", job_name="flaky") == 1
+    assert v("symbiont_cron_runs_total", job_name="hourly", status="succeeded") == 1
+    assert v("symbiont_cron_deliveries_total", channel="stdout", status="delivered") == 1
+    skipped = v("symbiont_cron_skipped_total", job_name="busy", reason="concurrency")
+    assert skipped >= 1
+    assert v("symbiont_cron_runs_total", job_name="busy", status="skipped") == skipped
+    assert v("symbiont_cron_jobs", status="dead_letter") == 1
+    assert v("symbiont_cron_jobs", status="active") == 2
+    assert v("symbiont_cron_in_flight_jobs") in (0, 1)  # busy's run, if it is executing
+    assert v("symbiont_cron_execution_duration_seconds_count", job_name="hourly") == 1
+    assert v("symbiont_cron_execution_duration_seconds_bucket", job_name="hourly",
+             le="+Inf") == 1
+    assert v("symbiont_cron_fire_lateness_seconds_count") >= 2  # flaky's and busy's starts

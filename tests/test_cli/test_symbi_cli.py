@@ -419,7 +419,10 @@ def test_cron_status_json(env: Env) -> None:
     assert len(times) == 5 and times[0] == datetime.fromisoformat(data["next_run"])
     assert all(b - a == timedelta(days=1) for a, b in zip(times, times[1:], strict=False))
     assert [h["input"] for h in data["history"]] == ["x"]
-    assert set(data["history"][0]) == set(RUN_COLUMNS) | {"deliveries"}
+    assert set(data["history"][0]) == set(RUN_COLUMNS) | {"deliveries", "usage",
+                                                          "heartbeat_iterations"}
+    assert data["history"][0]["usage"] is None  # a command run reports no tokens
+    assert data["history"][0]["heartbeat_iterations"] == []
     plain = json.loads(env.symbi("cron", "status", "nightly", "--format", "json").stdout)
     assert plain["history"] == []
 
@@ -434,7 +437,7 @@ def test_cron_run_input_and_formats(env: Env) -> None:
     r = env.symbi("cron", "run", "greet", "--input", "you", "--format", "json")
     assert r.exit_code == 0
     run = json.loads(r.stdout)
-    assert set(run) == set(RUN_COLUMNS)
+    assert set(run) == set(RUN_COLUMNS) | {"usage"}
     assert run["status"] == "succeeded" and run["output"] == "hello you"
     assert run["trigger"] == "manual" and run["input"] == "you" and run["attempt"] == 1
     r = env.symbi("cron", "run", "greet", "--no-wait")
@@ -461,12 +464,13 @@ def test_cron_history_table_json_csv(env: Env) -> None:
     assert table_rows(r.stdout)[0][0] == "RUN ID"  # one job: no JOB column
     data = json.loads(env.symbi("cron", "history", "--format", "json", "--limit", "2").stdout)
     assert [d["job_name"] for d in data] == ["nightly", "fragile"]
-    assert all(set(d) == set(RUN_COLUMNS) | {"deliveries"} for d in data)
+    assert all(set(d) == set(RUN_COLUMNS) | {"deliveries", "usage"} for d in data)
     failed = json.loads(env.symbi("cron", "history", "--status", "failed", "--format",
                                   "json").stdout)
     assert [(d["job_name"], d["exit_code"]) for d in failed] == [("fragile", 3)]
     rows = list(csv.DictReader(io.StringIO(env.symbi("cron", "history", "--format", "csv").stdout)))
-    assert len(rows) == 3 and "output" not in rows[0] and set(rows[0]) == set(RUN_COLUMNS) - {"output"}
+    assert len(rows) == 3 and "output" not in rows[0]
+    assert set(rows[0]) == set(RUN_COLUMNS) - {"output"} | {"usage"}
     assert rows[0]["job_name"] == "nightly" and rows[0]["input"] == "two"
     assert env.symbi("cron", "history", "nightly", "--status", "missed").stdout == "No runs.\n"
 

@@ -40,7 +40,8 @@ def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         s.default_max_retries,
         s.shutdown_timeout_seconds,
         s.lease_ttl_seconds,
-    ) == (1, 0, 10, True, 3, 30, 15)
+        s.session_max_bytes,
+    ) == (1, 0, 10, True, 3, 30, 15, 262144)
     d = c.delivery
     assert (
         d.webhook_timeout_seconds,
@@ -49,6 +50,7 @@ def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         d.smtp_port,
         d.smtp_starttls,
     ) == (30, 3, None, 587, True)
+    assert d.retry_backoff_seconds == 2.0  # the first delivery retry's delay (H15)
     assert (c.api.host, c.api.port, c.api.api_keys) == ("127.0.0.1", 8080, [])
     assert (c.agentpin.required, c.agentpin.domain, c.agentpin.trust_bundle) == (False, None, None)
     assert c.data_dir == Path(".symbi")
@@ -73,6 +75,7 @@ def test_full_file(tmp_path: Path) -> None:
         default_max_retries = 5
         shutdown_timeout_seconds = 60
         lease_ttl_seconds = 20
+        session_max_bytes = 4096
 
         [scheduler.delivery]
         webhook_timeout_seconds = 10
@@ -85,6 +88,7 @@ def test_full_file(tmp_path: Path) -> None:
         smtp_password = "pw"
         email_from = "symbi@example.com"
         smtp_starttls = false
+        retry_backoff_seconds = 0.25
 
         [store]
         path = "/tmp/elsewhere.db"
@@ -115,6 +119,7 @@ def test_full_file(tmp_path: Path) -> None:
         "default_max_retries": 5,
         "shutdown_timeout_seconds": 60,
         "lease_ttl_seconds": 20,
+        "session_max_bytes": 4096,
     }
     d = c.delivery
     assert d.slack_api_token == SecretStr("xoxb-literal") and d.slack_default_channel == "#ops"
@@ -126,6 +131,7 @@ def test_full_file(tmp_path: Path) -> None:
         False,
     )
     assert d.smtp_password is not None and d.smtp_password.get_secret_value() == "pw"
+    assert d.retry_backoff_seconds == 0.25
     assert c.store_path == Path("/tmp/elsewhere.db")
     assert [k.get_secret_value() for k in c.api.api_keys] == ["k1", "k2"]
     assert (c.api.host, c.api.port) == ("0.0.0.0", 9000)

@@ -939,3 +939,30 @@ async def test_a_burst_is_claimed_in_growing_chunks_first_ones_start_at_once(
     assert len(rows) == n and all(r.status == "succeeded" for r in rows)
     assert len({r.job_id for r in rows}) == n
     assert all(j.next_run == T0 + 10 * M for j in store.list_jobs())
+
+
+async def test_a_burst_of_exactly_one_chunk_still_commits_its_results(
+        store: SqliteStore, clock: FakeClock) -> None:
+    """Regression: when the last claim of a burst was exactly full, the loop must not stay in
+    "mid-burst" mode (which defers flushing) once nothing more is due."""
+    from runtime.scheduler import CLAIM_CHUNK
+
+    n = CLAIM_CHUNK
+    store.deploy([job(f"e{i:05d}", cron="*/5 * * * *", agent="inline") for i in range(n)],
+                 [py("inline", "ok_inline")])
+    s = make(store, clock, max_concurrent_jobs=n)
+    clock.set(T0 + 5 * M)
+    await s.tick()  # claims one full chunk: it cannot know yet that nothing else is due
+    await settle()
+
+    def committed() -> bool:
+        rows = store.list_runs(limit=2 * n)
+        return len(rows) == n and all(r.status == "succeeded" for r in rows)
+
+    # loop iterations, no shutdown: the results must reach the store while it keeps running
+    # (before the fix they stayed buffered until 20,000 results or shutdown)
+    end = time.monotonic() + 10.0
+    while not committed() and time.monotonic() < end:
+        await s.tick()
+        await asyncio.sleep(0.005)
+    assert committed()

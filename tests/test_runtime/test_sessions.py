@@ -210,6 +210,60 @@ async def test_session_is_removed_with_its_job(store: SqliteStore, clock: FakeCl
     assert store.query("SELECT COUNT(*) FROM session_contexts")[0][0] == 0
 
 
+async def test_the_cap_comes_from_scheduler_session_max_bytes(store: SqliteStore,
+                                                             clock: FakeClock,
+                                                             tmp_path: Path) -> None:
+    """``[scheduler] session_max_bytes`` in symbi.toml caps the stored context of scheduled
+    and manual runs, dropping the oldest exchanges first; the default cap keeps them all."""
+    from runtime.config import load_config
+    from runtime.scheduler import run_manual_now
+    from runtime.sessions import DEFAULT_SESSION_MAX_BYTES
+
+    path = tmp_path / "symbi.toml"
+    path.write_text("[scheduler]\nsession_max_bytes = 2048\n")
+    cfg = load_config(path, env={})
+    assert cfg.scheduler.session_max_bytes == 2048
+    assert SchedulerConfig().session_max_bytes == DEFAULT_SESSION_MAX_BYTES == 262144
+    other = SqliteStore.open(tmp_path / "other.db", clock=clock)
+    try:
+        for st_ in (store, other):
+            st_.deploy([job("p", "shared_persistent", "tally", input="x" * 300)],
+                       [agent("tally", "tally")])
+        capped = Scheduler(store, cfg.scheduler, clock, owner_id="t", env={}, app_config=cfg)
+        roomy = Scheduler(other, SchedulerConfig(), clock, owner_id="t", env={})
+        for _ in range(6):
+            clock.advance(M)
+            await capped.run_until_idle()
+            await roomy.run_until_idle()
+
+        def stored(st_: SqliteStore) -> Any:
+            s = load_session(st_, st_.get_job("p").id)  # type: ignore[union-attr]
+            assert s is not None
+            return s
+
+        outputs = [r.output for r in sorted(store.list_runs("p", limit=100),
+                                            key=lambda r: r.scheduled_for)]
+        assert len(outputs) == 6
+        kept = [m["content"] for m in stored(store).messages if m["role"] == "assistant"]
+        assert 0 < stored(store).size_bytes <= 2048
+        assert 1 <= len(kept) < 6 and kept == outputs[-len(kept):]  # the newest, in order
+        # the same six runs under the default cap: every exchange kept (about 3.5 KiB)
+        assert len(stored(other).messages) == 12 and stored(other).size_bytes > 2048
+    finally:
+        other.close()
+
+    # `symbi cron run` (run_manual_now with the configuration) applies the configured cap too
+    m = store.request_manual_run("p", input="y" * 1500, actor="t")
+    final = await run_manual_now(store, cfg.scheduler, m.id, timeout=10, clock=clock, env={},
+                                 app_config=cfg)
+    assert final is not None and final.status == "succeeded"
+    after = stored(store)
+    assert after.size_bytes <= 2048
+    assert after.messages[-2:] == [{"role": "user", "content": "y" * 1500},
+                                   {"role": "assistant", "content": final.output}]
+    assert all(m["content"] != "x" * 300 for m in after.messages)  # older exchanges dropped
+
+
 # ------------------------------------------------------------------ fully_ephemeral
 
 
