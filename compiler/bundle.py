@@ -187,6 +187,6 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
             raise
         except (sqlite3.Error, KeyError, ValueError, TypeError) as e:
             raise BundleError(f"{p} is a corrupt symbi bundle: {e}") from e
-        return Bundle(fmt, meta.get("compiler_version", ""), jobs, agents, sources)  # type: ignore[arg-type]
+        return Bundle(fmt, meta.get("compiler_version", ""), jobs, agents, sources)
     finally:
         conn.close()

@@ -83,7 +83,9 @@ class JobDef:
     source: str = ""  # "path:line" of the definition; "" for jobs made by CLI/API
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)  # type: ignore[no-any-return]
+        out = _to_plain(self)
+        assert isinstance(out, dict)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobDef:
@@ -128,7 +130,9 @@ class AgentDef:
     extra: tuple[tuple[str, str], ...] = field(default=())  # metadata we keep but do not use
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)  # type: ignore[no-any-return]
+        out = _to_plain(self)
+        assert isinstance(out, dict)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentDef:

@@ -995,7 +995,7 @@ def validate_modules(
         agent = values.get("agent")
         if agent is not None and agent not in known_agents and undefined_agent is not None:
             guess = did_you_mean(agent, known_agents)
-            helps = (f"did you mean `{guess}`",) if guess else ()
+            helps: tuple[str, ...] = (f"did you mean `{guess}`",) if guess else ()
             helps += (f"define `agent {agent} {{ … }}` in one of the files compiled together",)
             ctx.error("undefined-agent", f"agent `{agent}` is not defined", values["@agent"].value.span,
                       helps, severity=undefined_agent)

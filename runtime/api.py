@@ -490,7 +490,7 @@ def _job_head(row: JobRow) -> dict[str, Any]:
 
 def run_view(run: RunRow) -> dict[str, Any]:
     """The seed routes' run: ``RunRow.to_dict()`` plus ``run_id``."""
-    d = run.to_dict()
+    d = run.to_dict(with_usage=True)
     d["run_id"] = run.id
     return d
 

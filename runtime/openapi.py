@@ -113,6 +113,9 @@ _RUN_TYPES: dict[str, Any] = {
     "exit_code": _n("integer"),
 }
 assert set(_RUN_TYPES) == set(RUN_COLUMNS)
+# token usage of llm runs (null for other executors): prompt/completion/total tokens, model …
+_RUN_TYPES["usage"] = {"type": "object", "nullable": True,
+                       "description": "token usage of an llm run (null otherwise)"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _closed({"error": _s("string"), "code": _s("string"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from conftest import Api, seed_job
@@ -188,6 +189,19 @@ async def test_get_run_with_deliveries(api: Api) -> None:
                                        "response": "bad gateway", "error": "HTTP 502"}]}]
     status, err = await api.call("GET", f"{P}/runs/no-such-run")
     assert status == 404 and err["code"] == "RUN_NOT_FOUND"
+
+
+async def test_run_views_carry_llm_token_usage(api: Api) -> None:
+    seed_job(api.store, "u")
+    run = api.store.request_manual_run("u", input="x", actor="test")
+    usage = {"provider": "openai", "model": "m", "prompt_tokens": 12, "completion_tokens": 5,
+             "total_tokens": 17}
+    with api.store.transaction() as conn:
+        conn.execute("UPDATE runs SET usage = ? WHERE id = ?", (json.dumps(usage), run.id))
+    status, out = await api.call("GET", f"{P}/runs/{run.id}")
+    assert status == 200 and out["usage"] == usage
+    status, hist = await api.call("GET", f"{P}/schedule/u/history")
+    assert status == 200 and [r["usage"] for r in hist] == [usage]
 
 
 def _awaiting(api: Api, job: str) -> str:
