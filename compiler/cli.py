@@ -383,7 +383,8 @@ def _parse_from(text: str | None, tz: Any) -> datetime:
               help="How many fire times to show.")
 @click.option("--from", "start", default=None, metavar="TIME",
               help="Show fire times strictly after this ISO-8601 time (naive = in --tz). Default: now.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: description and fire times; json: the same as an object.")
 @_guard
 def explain(expression: str, tz_name: str, count: int, start: str | None, fmt: str) -> None:
     """Describe a cron expression and list its next fire times.

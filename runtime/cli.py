@@ -1278,7 +1278,8 @@ def _details_text(details: dict[str, Any]) -> str:
 @click.option("--since", metavar="WHEN", help="Events at or after WHEN (date, time or e.g. 2h).")
 @click.option("--until", metavar="WHEN", help="Events before WHEN.")
 @click.option("--job", metavar="JOB", help="Events of this job (id or name).")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="At most this many events (the newest).")
 @format_option
 @pass_ctx
 def audit_query(c: Ctx, type_: str | None, since: str | None, until: str | None,

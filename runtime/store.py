@@ -1139,6 +1139,9 @@ class SqliteStore:
                 for name, old in existing.items():
                     if name in wanted or old[4] not in prune_origins:
                         continue
+                    if len(events) >= _DEPLOY_CHUNK:
+                        audit.append_events(conn, events, fmt)
+                        events = []
                     if prune == "delete":
                         conn.execute("DELETE FROM jobs WHERE id = ?", (old[0],))
                         events.append(NewAuditEvent(audit.CRON_JOB_DELETED, now, actor, old[0],

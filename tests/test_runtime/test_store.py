@@ -497,3 +497,25 @@ def test_canonical_definition_is_stable() -> None:
     a = canonical_definition(job("a", tags=("x",)))
     b = canonical_definition(job("a", tags=("x",)))
     assert a == b and '"tags":["x"]' in a and ": " not in a
+
+
+@pytest.mark.parametrize("definition", [
+    JobDef(name="plain", agent="echo", cron="0 9 * * *"),
+    JobDef(name="rich", agent="a", cron="*/5 * * * *", timezone="Europe/Berlin",
+           tags=("x", "ü"), delivery=("webhook", "email"), webhook_url="https://h/${K}",
+           webhook_headers=(("Authorization", "Bearer ${TOKEN}"),), email_recipients=("a@b.c",),
+           heartbeat=HeartbeatDef(enabled=True, max_iterations=3, iteration_timeout_seconds=1.5),
+           policy=SchedulePolicy(name="p", require_approval=True, approvers=("ops",),
+                                 allowed_hours=AllowedHours("22:00", "04:00", "UTC"),
+                                 max_runtime_seconds=60.0),
+           jitter_seconds=None, max_retries=0, input="line1\nline2 \"q\""),
+    AgentDef(name="cmd", executor="command", command=("sh", "-c", "echo hi"),
+             env=(("A", "${B}"),), capabilities=("x",), timeout_seconds=30.0),
+])
+def test_canonical_definition_equals_the_plain_canonical_json(definition: JobDef | AgentDef) -> None:
+    """The stored text must stay byte-identical to canonical JSON of the plain dict: if it
+    drifted, every redeploy after an upgrade would count every job as updated."""
+    from runtime.audit import canonical_json
+    from runtime.store import canonical_definition
+
+    assert canonical_definition(definition) == canonical_json(definition.to_dict())
