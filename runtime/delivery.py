@@ -47,8 +47,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, TextIO, runtime_checkable
@@ -60,6 +59,7 @@ from runtime.clock import Clock, SystemClock
 from runtime.config import Config, DeliveryConfig
 from runtime.envexpand import MissingEnvVar, expand
 from runtime.executor import derive_summary, describe_exception
+from runtime.retryafter import retry_after_seconds
 from runtime.store import JobRow, RunRow, SqliteStore, StoreError, format_ts, parse_ts
 
 log = logging.getLogger(__name__)
@@ -367,20 +367,7 @@ def excerpt(text: str | None, limit: int = RESPONSE_EXCERPT_CHARS) -> str | None
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    return retry_after_seconds(value, now)
 
 
 def _iso(dt: datetime | None) -> str | None:

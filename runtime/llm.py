@@ -47,8 +47,7 @@ import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -68,6 +67,7 @@ from runtime.executor import (
     _failed,
     _fmt_seconds,
 )
+from runtime.retryafter import retry_after_seconds
 
 KIND_OPENAI = "openai"
 KIND_ANTHROPIC = "anthropic"
@@ -449,20 +449,7 @@ def parse_retry_after(headers: Mapping[str, str], now: datetime) -> float | None
     if ms:
         with contextlib.suppress(ValueError):
             return max(0.0, float(ms) / 1000)
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    return retry_after_seconds(headers.get("retry-after"), now)
 
 
 def reply_summary(text: str) -> str | None:
