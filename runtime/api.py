@@ -932,8 +932,12 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """GET /metrics (Prometheus text format)."""
-    body, content_type = _state(request).metrics.render()
+    """GET /metrics (Prometheus text format); 404 when ``[scheduler] enable_metrics = false``."""
+    st = _state(request)
+    if not st.config.scheduler.enable_metrics:
+        return error_response(404, "METRICS_DISABLED",
+                              "metrics are disabled ([scheduler] enable_metrics = false)")
+    body, content_type = st.metrics.render()
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = content_type
     return resp
@@ -1128,6 +1132,7 @@ class ApiService:
         self.runner: web.AppRunner | None = None
         self._retry: Any = None
         self._closed = False
+        self._warned: str | None = None
 
     async def start(self) -> None:
         """Serve now, or (address busy) arrange to retry when the lease is acquired."""
@@ -1136,8 +1141,9 @@ class ApiService:
         except ApiStartError as e:
             if not e.busy:
                 raise
-            self.echo(f"warning: {e}; the scheduler runs without it and tries again when it "
-                      "takes the lease (use --no-api or another [api] port)")
+            self._warned = str(e)
+            self.echo(f"warning: {e}; the scheduler runs without it and tries again if it "
+                      "takes over from another scheduler (use --no-api or another [api] port)")
             chain_on_event(self.scheduler, self._on_event)
             return
         self.echo(f"HTTP API on {api_url(self.runner)}")
@@ -1151,7 +1157,9 @@ class ApiService:
         try:
             self.runner = await start_api(self.store, self.config, self.scheduler)
         except ApiStartError as e:
-            self.echo(f"warning: {e}")
+            if str(e) != self._warned:  # the same failure as at start: said once is enough
+                self._warned = str(e)
+                self.echo(f"warning: {e}")
             return
         if self._closed:
             await self.runner.cleanup()

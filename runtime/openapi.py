@@ -392,9 +392,11 @@ def _paths() -> dict[str, Any]:
                         "answers with the upstream SDK's shape (the SDK cannot pass a "
                         "parameter); `?format=seed` gives the seed's documented shape.")},
         f"{P}/metrics": {"get": _op("metricsApi", "Prometheus metrics", 200, None,
-                                    ok_content=_METRICS_TEXT, public=True, tags=ops)},
+                                    ok_content=_METRICS_TEXT, public=True, tags=ops,
+                                    errors=(404,))},
         "/metrics": {"get": _op("metrics", "Prometheus metrics", 200, None,
-                                ok_content=_METRICS_TEXT, public=True, tags=ops)},
+                                ok_content=_METRICS_TEXT, public=True, tags=ops,
+                                errors=(404,))},
         f"{P}/openapi.json": {"get": _op("openapi", "This document", 200, _s("object"),
                                          public=True, tags=ops)},
     }

@@ -194,3 +194,24 @@ async def test_a_standby_scheduler_reads_the_store_until_it_takes_over(tmp_path:
     assert pick(smp, "symbiont_cron_runs_total", job_name="ok", status="succeeded") == 6
     assert pick(smp, "symbiont_cron_in_flight_jobs") == 3
     store.close()
+
+
+async def test_metrics_can_be_disabled_by_config(tmp_path: Path) -> None:
+    """`[scheduler] enable_metrics = false` turns the endpoint off (404 with a reason)."""
+    from runtime.config import Config
+
+    store = SqliteStore.open(tmp_path / "state.db")
+    cfg = config()
+    cfg = Config(api=cfg.api, scheduler=SchedulerConfig(enable_metrics=False))
+    runner, base = await _serve(store, cfg)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for path in ("/metrics", "/api/v1/metrics"):
+                async with s.get(base + path) as resp:
+                    body = await resp.json()
+                    assert resp.status == 404 and body["code"] == "METRICS_DISABLED"
+            async with s.get(base + "/api/v1/health/scheduler") as resp:
+                assert resp.status == 200  # health stays available
+    finally:
+        await runner.cleanup()
+        store.close()
