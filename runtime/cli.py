@@ -296,6 +296,21 @@ def _print_deploy(report: Any, origin: str, store_path: Path) -> None:
             click.echo(f"  {label + ':':<9} {shown}", err=True)
 
 
+class _PruneAwareCommand(click.Command):
+    """``--prune`` takes an optional value (``--prune`` / ``--prune=pause``); click would read
+    ``--prune bundle.db`` as the value ``bundle.db``. A bare ``--prune`` followed by anything but
+    ``delete``/``pause`` is the flag form, so it is rewritten before parsing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        fixed: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--prune" and (i + 1 >= len(args) or args[i + 1] not in ("delete", "pause")):
+                fixed.append("--prune=delete")
+            else:
+                fixed.append(arg)
+        return super().parse_args(ctx, fixed)
+
+
 prune_option = click.option(
     "--prune", type=click.Choice(["delete", "pause"]), is_flag=False, flag_value="delete",
     default=None,
@@ -303,7 +318,7 @@ prune_option = click.option(
          "(--prune=pause pauses them instead). Jobs added with `cron add` are kept.")
 
 
-@cli.command()
+@cli.command(cls=_PruneAwareCommand)
 @click.argument("bundle", nargs=-1, required=True, type=click.Path(), metavar="BUNDLE|PATH…")
 @prune_option
 @pass_ctx
@@ -319,7 +334,7 @@ def deploy(c: Ctx, bundle: tuple[str, ...], prune: str | None) -> None:
     _print_deploy(report, origin, c.store_file)
 
 
-@cli.command()
+@cli.command(cls=_PruneAwareCommand)
 @click.argument("paths", nargs=-1, type=click.Path(), metavar="[BUNDLE | PATH…]")
 @click.option("--no-standby", is_flag=True,
               help="Exit (status 1) instead of waiting when another scheduler holds the lease.")

@@ -102,8 +102,8 @@ def test_deploy_prune_pause_then_delete_keeps_cli_jobs(env: Env) -> None:
     jobs = jobs_json(env)
     assert jobs["nightly"]["status"] == "paused" and jobs["fragile"]["status"] == "paused"
     assert jobs["greet"]["status"] == "active" and jobs["adhoc"]["status"] == "active"
-    r = env.symbi("deploy", str(smaller), "--prune")
-    assert r.exit_code == 0 and "removed:  fragile, nightly" in r.stderr
+    r = env.symbi("deploy", "--prune", str(smaller))  # the flag form, before the path
+    assert r.exit_code == 0 and "removed:  fragile, nightly" in r.stderr, r.stderr
     assert set(jobs_json(env)) == {"greet", "adhoc"}
 
 
