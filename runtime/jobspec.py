@@ -108,7 +108,8 @@ def job_from_json(data: Any, *, now: datetime | None = None, partial_of: JobDef 
         if key in d:
             v = d[key]
             if v is None and not required:
-                out[key] = None
+                # null means "the default": "" for text fields, unset for optional ones
+                out[key] = "" if key in ("description", "input") else None
             elif not isinstance(v, str):
                 problems.append(f"`{key}`: expected a string, got {json_type(v)}")
             else:
@@ -165,9 +166,12 @@ def job_from_json(data: Any, *, now: datetime | None = None, partial_of: JobDef 
                 out[key] = d[key]
     for key, target in _DURATION_FIELDS.items():
         if key in d or target in d:
-            v = _dur(d.get(key, d.get(target)), key, problems)
+            raw = d.get(key, d.get(target))
+            v = _dur(raw, key, problems)
             if v is not None or key == "jitter":
                 out[target] = v
+            elif raw is None:  # null: back to the default
+                out[target] = JobDef.__dataclass_fields__[target].default
     if "heartbeat" in d:
         hb = d["heartbeat"]
         if hb is None:

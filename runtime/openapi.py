@@ -40,8 +40,9 @@ def _closed(props: dict[str, Any], required: list[str] | None = None) -> dict[st
 
 
 _TIME = _n("string", format="date-time")
-_DURATION = {"oneOf": [_s("string"), _s("number", minimum=0)],
-             "description": "a duration such as \"30s\", \"5m\", \"1h30m\", or seconds"}
+_DURATION = {"oneOf": [_s("string"), _s("number", minimum=0)], "nullable": True,
+             "description": "a duration such as \"30s\", \"5m\", \"1h30m\", or seconds; "
+                            "null restores the default"}
 _STRINGS = _s("array", items=_s("string"))
 
 _JOB_FIELDS: dict[str, Any] = {

@@ -5,15 +5,14 @@ rejected; or times out; and a pending approval survives a restart."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_support import OK, T0, H, until
 
-from compiler.ir import AgentDef, JobDef, SchedulePolicy
+from compiler.ir import JobDef, SchedulePolicy
 from runtime.approvals import (
     ApprovalError,
     approve_run,
@@ -29,34 +28,12 @@ from runtime.config import SchedulerConfig
 from runtime.scheduler import Scheduler, run_manual_now
 from runtime.store import RunRow, SqliteStore
 
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-H = timedelta(hours=1)
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(autouse=True)
-def _handlers_importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(HERE))
+pytestmark = pytest.mark.usefixtures("handlers_importable")
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
-
-@pytest.fixture
-def store(db: Path, clock: FakeClock) -> Iterator[SqliteStore]:
-    s = SqliteStore.open(db, clock=clock)
-    yield s
-    s.close()
-
-
-OK = AgentDef(name="ok", executor="python", handler="test_scheduler_handlers:ok")
 GATED = SchedulePolicy(require_approval=True, approvers=("alice", "bob"),
                        approval_timeout_seconds=600)
 
@@ -75,14 +52,6 @@ def make(store: SqliteStore, clock: FakeClock, tick: float = 86400, **kw: Any) -
 def only_run(store: SqliteStore) -> RunRow:
     (r,) = store.list_runs("deploy-prod", limit=10)
     return r
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
 
 
 async def waiting_run(store: SqliteStore, clock: FakeClock, s: Scheduler) -> RunRow:

@@ -5,12 +5,12 @@ both fed by the real Scheduler on a FakeClock."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from runtime_support import OK, T0, M
 
 from compiler.ir import AgentDef, HeartbeatDef, JobDef, SchedulePolicy
 from runtime.cli import RunPrinter, cli
@@ -19,36 +19,10 @@ from runtime.config import SchedulerConfig
 from runtime.scheduler import Scheduler
 from runtime.store import SqliteStore
 
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-M = timedelta(minutes=1)
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.syspath_prepend(str(HERE))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SYMBI_CONFIG", raising=False)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
-
-@pytest.fixture
-def store(db: Path, clock: FakeClock) -> Iterator[SqliteStore]:
-    s = SqliteStore.open(db, clock=clock)
-    yield s
-    s.close()
-
-
-OK = AgentDef(name="ok", executor="python", handler="test_scheduler_handlers:ok")
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 async def test_up_prints_a_neutral_awaiting_approval_line(db: Path,

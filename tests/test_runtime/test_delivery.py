@@ -9,7 +9,7 @@ import importlib.metadata
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,13 +57,6 @@ T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteStore]:
-    s = SqliteStore.open(tmp_path / "state.db", clock=clock)
-    yield s
-    s.close()
 
 
 @pytest.fixture

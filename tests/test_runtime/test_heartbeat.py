@@ -6,41 +6,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_support import T0, M, make_scheduler
 
 from compiler.ir import AgentDef, HeartbeatDef, JobDef, SchedulePolicy
 from runtime.clock import FakeClock
-from runtime.config import SchedulerConfig
 from runtime.heartbeat import answer_of, is_sleep, iteration_counts, list_iterations
-from runtime.scheduler import Scheduler
 from runtime.store import RunRow, SqliteStore
 from stdlib.agents import system_health
 
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-M = timedelta(minutes=1)
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(autouse=True)
-def _handlers_importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(HERE))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteStore]:
-    s = SqliteStore.open(tmp_path / "state.db", clock=clock)
-    yield s
-    s.close()
+pytestmark = pytest.mark.usefixtures("handlers_importable")
 
 
 def agent(handler: str) -> AgentDef:
@@ -57,7 +38,7 @@ def hb_job(name: str, handler: str, *, input: str = "", mode: str = "ephemeral_w
 
 
 async def one_run(store: SqliteStore, clock: FakeClock, name: str) -> RunRow:
-    s = Scheduler(store, SchedulerConfig(), clock, owner_id="t", env={})
+    s = make_scheduler(store, clock)
     clock.advance(5 * M)
     await s.run_until_idle()
     runs = [r for r in store.list_runs(name, limit=100) if r.trigger == "schedule"]

@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import agentpin
 import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
+from runtime_support import OK, T0, M
 
 from compiler.compile import compile_paths
 from compiler.ir import AgentDef, AllowedHours, JobDef, SchedulePolicy
@@ -41,35 +42,13 @@ from runtime.store import SqliteStore
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 EXAMPLE = REPO / "examples" / "heartbeat_monitor.symbi"
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # a Monday
-M = timedelta(minutes=1)
-OK = AgentDef(name="ok", executor="python", handler="test_scheduler_handlers:ok")
 
 
 @pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.syspath_prepend(str(HERE))
-    monkeypatch.chdir(tmp_path)
-    for var in ("SYMBI_CONFIG", "SYMBI_ENV", "SYMBI_AGENTPIN_REQUIRED", "SYMBI_AGENTPIN_DOMAIN",
-                "AGENT_PIN_JWT"):
+def _env(cli_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # cli_env: handlers importable, cwd = tmp_path, no SYMBI_CONFIG; and none of these either
+    for var in ("SYMBI_ENV", "SYMBI_AGENTPIN_REQUIRED", "SYMBI_AGENTPIN_DOMAIN", "AGENT_PIN_JWT"):
         monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
-
-@pytest.fixture
-def store(db: Path, clock: FakeClock) -> Iterator[SqliteStore]:
-    s = SqliteStore.open(db, clock=clock)
-    yield s
-    s.close()
 
 
 def symbi(*args: str) -> Result:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_support import T0, Events, S, until
 
 from compiler.ir import AgentDef, JobDef
 from runtime.clock import FakeClock
@@ -26,8 +25,6 @@ from runtime.config import SchedulerConfig
 from runtime.scheduler import Scheduler, lease_holder_is_dead, local_owner_id
 from runtime.store import SqliteStore
 
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-S = timedelta(seconds=1)
 HOST = os.uname().nodename
 
 
@@ -45,33 +42,6 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     if p.poll() is None:
         p.kill()
         p.wait()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteStore]:
-    s = SqliteStore.open(tmp_path / "state.db", clock=clock)
-    yield s
-    s.close()
-
-
-class Events(list[tuple[str, dict[str, Any]]]):
-    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
-        self.append((kind, payload))
-
-    def kinds(self) -> list[str]:
-        return [k for k, _ in self]
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, "condition not reached in time"
-        await asyncio.sleep(0.002)
 
 
 def make(store: SqliteStore, clock: FakeClock, events: Events, **kw: Any) -> Scheduler:

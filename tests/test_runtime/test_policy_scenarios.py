@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_support import T0, H, M, make_scheduler
 
 from compiler.ir import AgentDef, AllowedHours, JobDef, SchedulePolicy
 from runtime.agentpin import AgentPinSettings
@@ -21,29 +21,12 @@ from runtime.policy import ALLOW, Decision, PolicyGate, StorePinStore
 from runtime.scheduler import Scheduler, run_manual_now
 from runtime.store import RunRow, SqliteStore
 
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # a Monday, 12:00 UTC
-H = timedelta(hours=1)
-M = timedelta(minutes=1)
 HERE = Path(__file__).parent
 FIXTURES = HERE.parent / "fixtures" / "agentpin"
 PIN_NOW = datetime.fromtimestamp(1_800_000_000, UTC)
 
 
-@pytest.fixture(autouse=True)
-def _handlers_importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(HERE))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteStore]:
-    s = SqliteStore.open(tmp_path / "state.db", clock=clock)
-    yield s
-    s.close()
+pytestmark = pytest.mark.usefixtures("handlers_importable")
 
 
 OK = AgentDef(name="ok", executor="python", handler="test_scheduler_handlers:ok",
@@ -57,11 +40,6 @@ def job(name: str, policy: SchedulePolicy | None, **kw: Any) -> JobDef:
     return JobDef(name=name, policy=policy, input=kw.pop("input", name), **kw)
 
 
-def make(store: SqliteStore, clock: FakeClock, **kw: Any) -> Scheduler:
-    kw.setdefault("env", {})
-    return Scheduler(store, SchedulerConfig(), clock, owner_id="t", **kw)
-
-
 def runs(store: SqliteStore, name: str) -> list[RunRow]:
     return sorted(store.list_runs(name, limit=1000), key=lambda r: (r.scheduled_for, r.attempt))
 
@@ -70,7 +48,7 @@ async def test_denied_outside_allowed_hours_with_reason_in_history_and_audit(
         store: SqliteStore, clock: FakeClock) -> None:
     night = SchedulePolicy(allowed_hours=AllowedHours("22:00", "02:00", "Europe/Berlin"))
     store.deploy([job("nightly", night)], [OK])
-    s = make(store, clock)
+    s = make_scheduler(store, clock)
     clock.set(T0 + H)  # 13:00 UTC = 14:00 in Berlin
     await s.run_until_idle()
     (r,) = runs(store, "nightly")
@@ -95,7 +73,7 @@ async def test_allowed_environments_against_the_runtime_environment(
     store.deploy([job("prod-only", SchedulePolicy(allowed_environments=("production",))),
                   job("staging-ok", SchedulePolicy(allowed_environments=("staging", "prod")))],
                  [OK])
-    s = make(store, clock, app_config=Config(environment="staging"))
+    s = make_scheduler(store, clock, app_config=Config(environment="staging"))
     clock.set(T0 + H)
     await s.run_until_idle()
     (denied,) = runs(store, "prod-only")
@@ -103,7 +81,7 @@ async def test_allowed_environments_against_the_runtime_environment(
     assert "environment `staging` is not allowed" in denied.error
     assert runs(store, "staging-ok")[0].status == "succeeded"
     # SYMBI_ENV, when the scheduler has no configuration
-    s2 = make(store, clock, env={"SYMBI_ENV": "production"})
+    s2 = make_scheduler(store, clock, env={"SYMBI_ENV": "production"})
     clock.set(T0 + 2 * H)
     await s2.run_until_idle()
     assert runs(store, "prod-only")[-1].status == "succeeded"
@@ -113,7 +91,7 @@ async def test_required_capabilities(store: SqliteStore, clock: FakeClock) -> No
     store.deploy([job("has", SchedulePolicy(require_capabilities=("reports",))),
                   job("lacks", SchedulePolicy(require_capabilities=("reports", "deploy")))],
                  [OK])
-    s = make(store, clock)
+    s = make_scheduler(store, clock)
     clock.set(T0 + H)
     await s.run_until_idle()
     assert runs(store, "has")[0].status == "succeeded"
@@ -127,7 +105,7 @@ async def test_the_gate_runs_before_retries_and_manual_runs(store: SqliteStore,
     window = SchedulePolicy(allowed_hours=AllowedHours("12:00", "13:00"))
     store.deploy([job("w", window, cron="59 12 * * *", agent="bad", retry_backoff_seconds=90,
                       max_retries=3)], [BAD, OK])
-    s = make(store, clock)
+    s = make_scheduler(store, clock)
     clock.set(T0 + 59 * M)
     await s.run_until_idle()
     clock.advance(90)
@@ -148,7 +126,7 @@ async def test_max_runtime_kills_the_process(store: SqliteStore, clock: FakeCloc
                       max_retries=0)],
                  [AgentDef(name="sleeper", executor="command",
                            command=f"echo $$ > {pidfile}; exec sleep 30")])
-    s = make(store, clock)
+    s = make_scheduler(store, clock)
     clock.set(T0 + H)
     t = time.monotonic()
     await s.run_until_idle()
@@ -167,7 +145,7 @@ async def test_a_failing_gate_fails_closed(store: SqliteStore, clock: FakeClock)
             raise RuntimeError("bug")
 
     store.deploy([job("p", SchedulePolicy()), job("free", None)], [OK])
-    s = make(store, clock, gate=Broken())
+    s = make_scheduler(store, clock, gate=Broken())
     clock.set(T0 + H)
     await s.run_until_idle()
     r = runs(store, "p")[0]
@@ -186,7 +164,7 @@ async def test_the_gate_is_not_consulted_without_a_policy(store: SqliteStore,
             return ALLOW
 
     store.deploy([job(f"j{i}", None) for i in range(5)] + [job("p", SchedulePolicy())], [OK])
-    s = make(store, clock, gate=Counting())
+    s = make_scheduler(store, clock, gate=Counting())
     clock.set(T0 + H)
     await s.run_until_idle()
     assert calls == ["p"]

@@ -6,12 +6,11 @@ OpenAI-compatible server on 127.0.0.1 (``llm_server``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from runtime_support import T0, M
 
 from compiler.ir import AgentDef, HeartbeatDef, JobDef
 from runtime.cli import cli
@@ -22,8 +21,6 @@ from runtime.heartbeat import total_usage
 from runtime.scheduler import Scheduler, run_manual_now
 from runtime.store import RunRecord, SqliteStore, new_run_id
 
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-M = timedelta(minutes=1)
 HERE = Path(__file__).parent
 
 WRITER = AgentDef(name="writer", executor="llm", model="local-model",
@@ -31,28 +28,7 @@ WRITER = AgentDef(name="writer", executor="llm", model="local-model",
 SHELL = AgentDef(name="shell", executor="command", command="echo hi")
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.syspath_prepend(str(HERE))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SYMBI_CONFIG", raising=False)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
-
-@pytest.fixture
-def store(db: Path, clock: FakeClock) -> Iterator[SqliteStore]:
-    s = SqliteStore.open(db, clock=clock)
-    yield s
-    s.close()
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def local_config(tmp_path: Path, url: str) -> Config:

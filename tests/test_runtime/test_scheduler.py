@@ -11,13 +11,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from runtime_support import T0, Events, M, S, until
 
 from compiler.ir import AgentDef, JobDef, SchedulePolicy
 from runtime.clock import FakeClock
@@ -26,28 +26,11 @@ from runtime.policy import Decision, Deny
 from runtime.scheduler import MISSED_ROW_CAP, Scheduler, run_manual_now
 from runtime.store import RunRecord, RunRow, SqliteStore, WriteBatch, new_run_id
 
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # a Monday
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
-M = timedelta(minutes=1)
-S = timedelta(seconds=1)
 
 
-@pytest.fixture(autouse=True)
-def _handlers_importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(HERE))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> SqliteStore:
-    s = SqliteStore.open(tmp_path / "state.db", clock=clock)
-    yield s
-    s.close()
+pytestmark = pytest.mark.usefixtures("handlers_importable")
 
 
 def py(name: str = "py", handler: str = "ok", **kw: Any) -> AgentDef:
@@ -63,14 +46,6 @@ def job(name: str, **kw: Any) -> JobDef:
     kw.setdefault("cron", "* * * * *")
     kw.setdefault("agent", "py")
     return JobDef(name=name, **kw)
-
-
-class Events(list[tuple[str, dict[str, Any]]]):
-    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
-        self.append((kind, payload))
-
-    def kinds(self) -> list[str]:
-        return [k for k, _ in self]
 
 
 def make(store: SqliteStore, clock: FakeClock, *, owner: str = "test",
@@ -91,15 +66,6 @@ async def settle() -> None:
     """Let tasks the scheduler just created start (they stamp their start time then)."""
     for _ in range(5):
         await asyncio.sleep(0)
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait (really, in small steps) for a condition the event loop makes true."""
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
 
 
 # ------------------------------------------------------------------ basics

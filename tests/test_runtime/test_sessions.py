@@ -4,14 +4,13 @@ reports the context it received (``context_handlers:report``/``count``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from runtime_support import M, make_scheduler
 
 from compiler.ir import AgentDef, JobDef
 from runtime.clock import FakeClock
@@ -26,31 +25,10 @@ from runtime.sessions import (
 )
 from runtime.store import SqliteStore
 
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-M = timedelta(minutes=1)
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(autouse=True)
-def _handlers_importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(HERE))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
-
-@pytest.fixture
-def store(db: Path, clock: FakeClock) -> Iterator[SqliteStore]:
-    s = SqliteStore.open(db, clock=clock)
-    yield s
-    s.close()
+pytestmark = pytest.mark.usefixtures("handlers_importable")
 
 
 def agent(name: str, handler: str) -> AgentDef:
@@ -60,10 +38,6 @@ def agent(name: str, handler: str) -> AgentDef:
 def job(name: str, mode: str, agent_name: str = "report", **kw: Any) -> JobDef:
     return JobDef(name=name, agent=agent_name, cron="* * * * *", session_mode=mode,
                   input=kw.pop("input", name), **kw)
-
-
-def make(store: SqliteStore, clock: FakeClock, **kw: Any) -> Scheduler:
-    return Scheduler(store, SchedulerConfig(), clock, owner_id="t", env={}, **kw)
 
 
 async def minute(s: Scheduler, clock: FakeClock) -> None:
@@ -85,7 +59,7 @@ async def test_ephemeral_with_summary_carries_the_previous_summary(store: Sqlite
                                                                    clock: FakeClock,
                                                                    db: Path) -> None:
     store.deploy([job("e", "ephemeral_with_summary")], [agent("report", "report")])
-    s = make(store, clock)
+    s = make_scheduler(store, clock)
     await minute(s, clock)
     await minute(s, clock)
     first, second = seen(store, "e")
@@ -103,7 +77,7 @@ async def test_ephemeral_with_summary_carries_the_previous_summary(store: Sqlite
     store.close()
     reopened = SqliteStore.open(db, clock=clock)
     try:
-        s2 = make(reopened, clock)
+        s2 = make_scheduler(reopened, clock)
         await minute(s2, clock)
         assert seen(reopened, "e")[4]["summary_in"] == "summary of other"
     finally:
@@ -115,7 +89,7 @@ async def test_a_run_without_summary_keeps_the_older_one(store: SqliteStore,
     """The summary carried is the latest run's that has one (an empty run has none)."""
     store.deploy([job("e", "ephemeral_with_summary")], [agent("report", "report"),
                                                          agent("silent", "silent")])
-    s = make(store, clock)
+    s = make_scheduler(store, clock)
     await minute(s, clock)
     store.update_job("e", job("e", "ephemeral_with_summary", agent_name="silent"), actor="t")
     await minute(s, clock)
@@ -130,7 +104,7 @@ async def test_summaries_cost_no_query_per_run(store: SqliteStore, clock: FakeCl
     summary comes from memory. Only a restarted scheduler reads history — once per claim."""
     store.deploy([job(f"j{i}", "ephemeral_with_summary") for i in range(30)],
                  [agent("report", "report")])
-    s = make(store, clock)
+    s = make_scheduler(store, clock)
     statements: list[str] = []
     store._conn.set_trace_callback(statements.append)  # every SQL statement run
     await minute(s, clock)
@@ -140,7 +114,7 @@ async def test_summaries_cost_no_query_per_run(store: SqliteStore, clock: FakeCl
     assert history_reads == []
     assert all(seen(store, f"j{i}")[1]["summary_in"] == f"summary of j{i}" for i in range(30))
 
-    s2 = make(store, clock)  # e.g. after a restart: nothing in memory
+    s2 = make_scheduler(store, clock)  # e.g. after a restart: nothing in memory
     store._conn.set_trace_callback(statements.append)
     statements.clear()
     await minute(s2, clock)
@@ -156,7 +130,7 @@ async def test_summaries_cost_no_query_per_run(store: SqliteStore, clock: FakeCl
 async def test_shared_persistent_keeps_one_context_across_runs_and_restarts(
         store: SqliteStore, clock: FakeClock, db: Path) -> None:
     store.deploy([job("p", "shared_persistent", agent_name="count")], [agent("count", "count")])
-    s = make(store, clock)
+    s = make_scheduler(store, clock)
     await minute(s, clock)
     await minute(s, clock)
     first, second = seen(store, "p")
@@ -174,7 +148,7 @@ async def test_shared_persistent_keeps_one_context_across_runs_and_restarts(
     store.close()
     reopened = SqliteStore.open(db, clock=clock)
     try:
-        await minute(make(reopened, clock), clock)
+        await minute(make_scheduler(reopened, clock), clock)
         third = seen(reopened, "p")[2]
         assert third["memory"] == {"count": "2"} and len(third["messages"]) == 4
         assert third["summary_in"] == "count 2"
@@ -186,7 +160,7 @@ async def test_shared_context_is_capped_oldest_first(store: SqliteStore,
                                                      clock: FakeClock) -> None:
     store.deploy([job("p", "shared_persistent", "tally", input="x" * 300)],
                  [agent("tally", "tally")])
-    s = make(store, clock, session_max_bytes=2048)
+    s = make_scheduler(store, clock, session_max_bytes=2048)
     for _ in range(8):
         await minute(s, clock)
     stored = load_session(store, store.get_job("p").id)  # type: ignore[union-attr]
@@ -203,7 +177,7 @@ async def test_shared_context_is_capped_oldest_first(store: SqliteStore,
 
 async def test_session_is_removed_with_its_job(store: SqliteStore, clock: FakeClock) -> None:
     store.deploy([job("p", "shared_persistent")], [agent("report", "report")])
-    s = make(store, clock)
+    s = make_scheduler(store, clock)
     await minute(s, clock)
     assert store.query("SELECT COUNT(*) FROM session_contexts")[0][0] == 1
     store.remove_job("p", actor="t")
@@ -269,7 +243,7 @@ async def test_the_cap_comes_from_scheduler_session_max_bytes(store: SqliteStore
 
 async def test_fully_ephemeral_carries_nothing(store: SqliteStore, clock: FakeClock) -> None:
     store.deploy([job("f", "fully_ephemeral", agent_name="count")], [agent("count", "count")])
-    s = make(store, clock)
+    s = make_scheduler(store, clock)
     for _ in range(3):
         await minute(s, clock)
     assert seen(store, "f") == [{"input": "f", "summary_in": None, "messages": [],
@@ -282,7 +256,7 @@ async def test_manual_runs_share_the_session(store: SqliteStore, clock: FakeCloc
     from runtime.scheduler import run_manual_now
 
     store.deploy([job("p", "shared_persistent", agent_name="count")], [agent("count", "count")])
-    await minute(make(store, clock), clock)
+    await minute(make_scheduler(store, clock), clock)
     r = store.request_manual_run("p", input="by hand", actor="t")
     final = await run_manual_now(store, SchedulerConfig(), r.id, timeout=10, clock=clock, env={})
     assert final is not None and final.status == "succeeded"

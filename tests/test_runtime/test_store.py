@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from runtime_support import T0
 
 from compiler.ir import AgentDef, AllowedHours, HeartbeatDef, JobDef, SchedulePolicy
 from runtime.clock import FakeClock
@@ -31,20 +32,6 @@ from runtime.store import (
     new_run_id,
     plain,
 )
-
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # a Monday
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> SqliteStore:
-    s = SqliteStore.open(tmp_path / "state.db", clock=clock)
-    yield s
-    s.close()
 
 
 def job(name: str, **kw: object) -> JobDef:
