@@ -521,21 +521,6 @@ def sdk_run_entry(run: RunRow) -> dict[str, Any]:
             "execution_time_ms": run.duration_ms}
 
 
-def upcoming(row: JobRow, n: int) -> list[datetime]:
-    """The job's next ``n`` fire times, from its stored ``next_run`` (none unless active)."""
-    from compiler.cron import parse_cron
-
-    if row.status != "active" or row.next_run is None or n <= 0:
-        return []
-    out = [row.next_run]
-    d = row.definition
-    if d.cron and not d.one_shot and n > 1:
-        expr, _ = parse_cron(d.cron)
-        if expr is not None:
-            out += expr.next_n(row.next_run, d.timezone, n - 1)
-    return out
-
-
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=_dumps)
 
@@ -794,7 +779,7 @@ async def job_history(request: web.Request) -> web.Response:
 async def job_next_run(request: web.Request) -> web.Response:
     """GET /schedule/{id}/next_run"""
     row = _job(request)
-    nxt = upcoming(row, 1)
+    nxt = row.upcoming(1)
     return _json({"job_id": row.id, "name": row.name, "status": row.status,
                   "next_run": _iso(nxt[0]) if nxt else None})
 
@@ -860,7 +845,7 @@ async def sdk_next_runs(request: web.Request) -> web.Response:
     """GET /schedules/{id}/next-runs?count="""
     row = _job(request)
     count = _int_param(request, "count", 10, 1, MAX_NEXT_RUNS)
-    return _json({"job_id": row.id, "next_runs": [t.isoformat() for t in upcoming(row, count)]})
+    return _json({"job_id": row.id, "next_runs": [t.isoformat() for t in row.upcoming(count)]})
 
 
 # ------------------------------------------------------------------------------ health, metrics

@@ -1003,21 +1003,6 @@ def _run_row(r: RunRow) -> dict[str, Any]:
     }
 
 
-def _upcoming(row: JobRow, n: int) -> list[datetime]:
-    """The job's next ``n`` fire times (starting with its stored next_run)."""
-    from compiler.cron import parse_cron
-
-    if row.status != "active" or row.next_run is None:
-        return []
-    out = [row.next_run]
-    d = row.definition
-    if d.cron and not d.one_shot and n > 1:
-        expr, _ = parse_cron(d.cron)
-        if expr is not None:
-            out += expr.next_n(row.next_run, d.timezone, n - 1)
-    return out
-
-
 def _status_lines(c: Ctx, ref: str, history: int) -> list[str]:
     from runtime.output import duration_ms, local_time, relative, when, when_next
 
@@ -1036,7 +1021,7 @@ def _status_lines(c: Ctx, ref: str, history: int) -> list[str]:
               ("Last run", when(row.last_run, now)),
               ("Next run", when_next(row.next_run, now) if row.status == "active"
                else f"- ({row.status})")]
-    upcoming = _upcoming(row, 5)[1:]
+    upcoming = row.upcoming(5)[1:]
     if upcoming:
         pairs.append(("Then", ", ".join(f"{local_time(t)} ({relative(t, now)})"
                                         for t in upcoming[:2])
@@ -1093,7 +1078,7 @@ def cron_status(c: Ctx, job: str, history: int, watch: bool, fmt: str) -> None:
 
         row = _job(c, job)
         data = row.to_dict()
-        data["next_runs"] = [t.isoformat() for t in _upcoming(row, 5)]
+        data["next_runs"] = [t.isoformat() for t in row.upcoming(5)]
         runs = c.store().list_runs(row.id, limit=history) if history else []
         data["history"] = _with_deliveries(c, runs)
         from runtime.heartbeat import list_iterations

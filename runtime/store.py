@@ -412,6 +412,19 @@ class JobRow:
     created_at: datetime
     updated_at: datetime
 
+    def upcoming(self, n: int) -> list[datetime]:
+        """The next ``n`` fire times, starting with the stored ``next_run`` (none unless the
+        job is active; one for ``at`` and one-shot jobs)."""
+        if self.status != "active" or self.next_run is None or n <= 0:
+            return []
+        out = [self.next_run]
+        d = self.definition
+        if d.cron and not d.one_shot and n > 1:
+            expr, _ = parse_cron(d.cron)
+            if expr is not None:
+                out += expr.next_n(self.next_run, d.timezone, n - 1)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """Stable JSON shape (``--format json``)."""
         d = self.definition
