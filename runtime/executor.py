@@ -31,9 +31,12 @@ import importlib
 import inspect
 import json
 import os
+import queue
 import signal
 import subprocess
+import threading
 import traceback
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -53,6 +56,8 @@ SUMMARY_CHARS = 500  # derived summary length (SPEC §5.4)
 # Linux refuses any single environment string over 128 KiB (MAX_ARG_STRLEN), so a big input is
 # cut in SYMBI_INPUT (stdin always carries all of it).
 ENV_INPUT_CAP_BYTES = 64 * 1024
+SYNC_WORKERS_MAX = min(32, (os.cpu_count() or 1) + 4)  # as asyncio.to_thread's default pool
+SYNC_WORKER_IDLE_SECONDS = 10.0  # an idle worker thread ends after this (respawned on demand)
 HTTP_DEFAULT_TIMEOUT_SECONDS = 300.0  # an http run with no timeout of its own still ends
 HTTP_ERROR_BODY_CHARS = 500  # how much of a non-2xx body the error carries
 HTTP_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the others send the input as ?input=
@@ -492,10 +497,137 @@ def result_from_value(value: Any) -> ExecResult:
     return ExecResult(status=STATUS_SUCCEEDED, output=_cap_chars(output), summary=summary)
 
 
+# A sync handler's outcome as handed back to the loop: (True, value) or (False, exception).
+_Outcome = tuple[bool, Any]
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[_Outcome]"]
+
+
+class _SyncPool:
+    """Worker threads for the sync handlers of one event loop.
+
+    Cheaper than ``asyncio.to_thread`` (which costs a ``concurrent.futures`` future, a context
+    copy and one loop wake-up per call): a worker takes calls from a queue back to back, and
+    finished calls are handed back in batches — the first result of a batch schedules one
+    ``call_soon_threadsafe``; results finished before the loop gets to it ride along.
+    Threads are daemons, started on demand up to ``max_workers`` and ended after
+    ``idle_seconds`` without work, so neither an abandoned (timed-out) handler nor an idle
+    pool holds up interpreter exit."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_workers: int = SYNC_WORKERS_MAX,
+        idle_seconds: float = SYNC_WORKER_IDLE_SECONDS,
+    ) -> None:
+        # Weak: the pool is a value of a WeakKeyDictionary keyed by this loop.
+        self._loop_ref = weakref.ref(loop)
+        self._max_workers = max_workers
+        self._idle_seconds = idle_seconds
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards every field below
+        self._workers = 0
+        self._idle = 0  # workers not running a call
+        self._queued = 0  # calls put on the queue and not yet taken by a worker
+        self._done: list[tuple[asyncio.Future[_Outcome], _Outcome]] = []
+        self._wake_scheduled = False
+
+    async def call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """``fn(*args)`` in a worker thread; raises what it raised. Cancelling the caller
+        before a worker takes the call skips it; once running, the thread runs to the end and
+        its outcome is dropped."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_Outcome] = loop.create_future()
+        with self._lock:
+            self._queued += 1
+            # Enough idle workers for every queued call, or one more thread (a busy worker
+            # may block for a long time, so queued calls must not wait behind it).
+            spawn = self._queued > self._idle and self._workers < self._max_workers
+            if spawn:
+                self._workers += 1
+                self._idle += 1
+        self._jobs.put((fn, args, fut))
+        if spawn:
+            threading.Thread(target=self._work, name="symbi-handler", daemon=True).start()
+        ok, value = await fut
+        if ok:
+            return value
+        try:
+            raise value
+        finally:
+            del value  # no frame <-> traceback cycle
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        lock = self._lock
+        while True:
+            try:
+                fn, args, fut = jobs.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                with lock:
+                    if self._queued > 0:  # a call arrived as the wait ran out: take it
+                        continue
+                    self._workers -= 1
+                    self._idle -= 1
+                return
+            with lock:
+                self._queued -= 1
+                self._idle -= 1
+            outcome: _Outcome
+            if fut.cancelled():  # timed out or cancelled while queued: don't start it
+                outcome = (False, None)
+            else:
+                try:
+                    outcome = (True, fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - re-raised on the loop
+                    outcome = (False, exc)
+            del fn, args
+            with lock:
+                self._idle += 1
+                self._done.append((fut, outcome))
+                wake = not self._wake_scheduled
+                self._wake_scheduled = True
+            del fut, outcome
+            if wake:
+                self._wake()
+
+    def _wake(self) -> None:
+        loop = self._loop_ref()
+        try:
+            if loop is None:
+                raise RuntimeError("event loop is gone")
+            loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # loop closed or collected: nobody awaits these outcomes
+            with self._lock:
+                self._done.clear()
+                self._wake_scheduled = False
+
+    def _deliver(self) -> None:
+        """On the loop: resolve every future finished since the last delivery."""
+        with self._lock:
+            done, self._done = self._done, []
+            self._wake_scheduled = False
+        for fut, outcome in done:
+            if not fut.done():  # a cancelled (timed-out) call's outcome is dropped
+                fut.set_result(outcome)
+
+
 class PythonExecutor:
     """Calls ``AgentDef.handler``. A sync handler runs in a worker thread (a timeout then
     abandons the thread, which Python cannot stop) unless marked ``symbi_inline = True``: it is
-    then called on the event loop, and a timeout cannot interrupt it."""
+    then called on the event loop, and a timeout cannot interrupt it. The worker threads are a
+    small daemon pool per event loop (:class:`_SyncPool`), owned by this instance."""
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SyncPool] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _pool(self) -> _SyncPool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = self._pools[loop] = _SyncPool(loop)
+        return pool
 
     async def execute(self, req: ExecRequest) -> ExecResult:
         """Run the handler; see the class docstring."""
@@ -540,14 +672,13 @@ class PythonExecutor:
             return _failed(describe_exception(exc))
         return result_from_value(value)
 
-    @staticmethod
-    async def _call(handler: _Handler, args: tuple[Any, ...]) -> Any:
+    async def _call(self, handler: _Handler, args: tuple[Any, ...]) -> Any:
         if handler.is_async:
             value = await handler.fn(*args)
         elif handler.inline:
             value = handler.fn(*args)
         else:
-            value = await asyncio.to_thread(handler.fn, *args)
+            value = await self._pool().call(handler.fn, args)
         if inspect.isawaitable(value):  # a sync function that returned a coroutine
             value = await value
         return value

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from runtime.executor import (
     ExecRequest,
     ExecResult,
     PythonExecutor,
+    _SyncPool,
     executor_for,
     resolve_handler,
     run_agent,
@@ -300,3 +304,133 @@ def test_executor_for_python_is_shared() -> None:
     b = AgentDef(name="b", executor="python", handler="z:w")
     assert isinstance(executor_for(a), PythonExecutor)
     assert executor_for(a) is executor_for(b)
+
+
+# ------------------------------------------------------- the worker pool for sync handlers
+
+
+async def test_many_concurrent_sync_runs_each_get_their_own_result(make_module: MakeModule) -> None:
+    # Results come back to the loop in batches: each must still reach its own caller.
+    mod = make_module("""
+        import threading
+        def run(input):
+            return f"{input}@{threading.current_thread().name}"
+    """)
+    loop_thread = threading.current_thread().name
+    ex = PythonExecutor()
+    agent = AgentDef(name="py", executor="python", handler=f"{mod}:run")
+    results = await asyncio.gather(
+        *(ex.execute(ExecRequest(agent=agent, input=str(i))) for i in range(500))
+    )
+    for i, r in enumerate(results):
+        assert r.status == "succeeded"
+        value, _, thread = r.output.partition("@")
+        assert value == str(i)
+        assert thread not in ("", loop_thread)
+
+
+async def test_blocking_sync_handlers_run_side_by_side(make_module: MakeModule) -> None:
+    # Threads start on demand: three handlers that can only finish together must not queue
+    # behind each other.
+    mod = make_module("""
+        import threading
+        barrier = threading.Barrier(3)
+        def run(input):
+            barrier.wait(timeout=5)
+            return input
+    """)
+    results = await asyncio.gather(
+        *(run(f"{mod}:run", str(i), timeout_seconds=10) for i in range(3))
+    )
+    assert [r.output for r in results] == ["0", "1", "2"]
+
+
+async def test_a_call_cancelled_while_queued_never_runs() -> None:
+    pool = _SyncPool(asyncio.get_running_loop(), max_workers=1)
+    release = threading.Event()
+    ran: list[str] = []
+
+    def blocker() -> str:
+        release.wait(5)
+        return "first"
+
+    first = asyncio.create_task(pool.call(blocker, ()))
+    second = asyncio.create_task(pool.call(ran.append, ("second",)))
+    await asyncio.sleep(0.01)  # both submitted; the single worker is stuck in blocker()
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    release.set()
+    assert await first == "first"
+    assert await pool.call(ran.append, ("third",)) is None  # the worker took the next call
+    assert ran == ["third"]
+
+
+async def test_pool_call_reraises_the_handlers_exception() -> None:
+    pool = _SyncPool(asyncio.get_running_loop())
+
+    def boom() -> None:
+        raise KeyError("k")
+
+    with pytest.raises(KeyError, match="'k'") as info:
+        await pool.call(boom, ())
+    assert info.traceback[-1].name == "boom"  # the handler's own frame is the innermost one
+
+
+async def test_idle_workers_end() -> None:
+    pool = _SyncPool(asyncio.get_running_loop(), idle_seconds=0.02)
+    worker = await pool.call(lambda: threading.current_thread(), ())
+    assert worker.daemon
+    for _ in range(200):
+        if not worker.is_alive():
+            break
+        await asyncio.sleep(0.01)
+    assert not worker.is_alive()
+    assert await pool.call(lambda: "again", ()) == "again"  # a new worker starts on demand
+
+
+async def test_stop_iteration_from_a_sync_handler_fails_the_run(make_module: MakeModule) -> None:
+    mod = make_module("def run(input):\n    raise StopIteration\n")
+    r = await run(f"{mod}:run", timeout_seconds=5)
+    assert r.status == "failed"
+    assert r.error is not None and "StopIteration" in r.error
+
+
+def test_process_with_an_abandoned_handler_thread_exits_promptly(tmp_path: Path) -> None:
+    # A timed-out handler that keeps blocking must not hold up interpreter exit, and one that
+    # finishes after its loop has closed must not raise in its thread.
+    (tmp_path / "slow_handlers.py").write_text(
+        textwrap.dedent("""
+            import time
+            def stuck(input):
+                time.sleep(120)
+            def late(input):
+                time.sleep(0.2)
+                return "late"
+        """)
+    )
+    script = textwrap.dedent("""
+        import asyncio, time
+        from compiler.ir import AgentDef
+        from runtime.executor import run_agent
+
+        async def main():
+            for name in ("stuck", "late"):
+                agent = AgentDef(name=name, executor="python", handler=f"slow_handlers:{name}")
+                r = await run_agent(agent, "", timeout_seconds=0.05)
+                print(name, r.status)
+
+        asyncio.run(main())
+        time.sleep(0.4)  # `late` finishes meanwhile and finds its loop closed
+        print("exiting")
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n") == ["stuck timed_out", "late timed_out", "exiting", ""]
+    assert proc.stderr == ""
+    assert elapsed < 20  # the stuck handler sleeps 120 s
